@@ -1,0 +1,68 @@
+"""The index command: files written atomically and deterministically, summary contents, exit codes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from layouts import casia_tree, touch
+from pipeline.datasets import IndexWarning
+from pipeline.index import index_dataset, read_table, write_index
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_index_command_writes_table_and_summary(tmp_path):
+    casia_tree(tmp_path / "casia", train=[1, 2], test=[1])
+    out = tmp_path / "manifests" / "casia.csv"
+    result = run_cli("index", "--dataset", "casia", "--root", str(tmp_path / "casia"), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "incomplete CASIA-FASD copy: 36 of 600" in result.stderr
+    assert "train  live 6; spoof 18 (print 12, replay 6)" in result.stdout
+    table = read_table(out)
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert len(table) == summary["videos"] == 36
+    assert summary["counts"]["test"]["spoof"] == {"print": 6, "replay": 3}
+    assert summary["total_bytes"] == int(table["size_bytes"].sum())
+    assert summary["table_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert summary["tool"]["name"] == "fas-dg" and summary["tool"]["version"]
+    row = table.set_index("relpath").loc["train_release/2/HR_4.avi"]
+    assert row["sha256"] == hashlib.sha256(b"train_release/2/HR_4.avi").hexdigest()
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_index_table_is_deterministic(tmp_path):
+    casia_tree(tmp_path / "casia", train=[3], test=[2])
+    paths = []
+    for name in ("a.csv", "b.csv"):
+        with pytest.warns(IndexWarning, match="incomplete"):
+            index = index_dataset("casia", tmp_path / "casia", quiet=True, workers=1 if name == "a.csv" else 3)
+        paths.append(write_index(index, tmp_path / name)[0])
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_index_command_fails_clearly_on_a_wrong_root(tmp_path):
+    touch(tmp_path / "notcasia", "videos/clip.avi")
+    result = run_cli("index", "--dataset", "casia", "--root", str(tmp_path / "notcasia"),
+                     "--out", str(tmp_path / "x.csv"), "--quiet")
+    assert result.returncode == 2
+    assert "is not a CASIA-FASD root" in result.stderr and "train_release/1/" in result.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_unreadable_video_is_reported_not_indexed(tmp_path):
+    casia_tree(tmp_path, train=[1], test=[])
+    broken = tmp_path / "train_release/1/HR_2.avi"
+    broken.unlink()
+    broken.symlink_to(tmp_path / "nowhere.avi")  # a dangling link: listed, but cannot be read
+    with pytest.warns(IndexWarning) as caught:
+        index = index_dataset("casia", tmp_path, quiet=True)
+    assert any("HR_2.avi: unreadable: No such file" in str(w.message) for w in caught)
+    assert "train_release/1/HR_2.avi" not in set(index.table["relpath"])
+    (entry,) = [u for u in index.summary["unplaced"] if u["relpath"] == "train_release/1/HR_2.avi"]
+    assert entry["reason"].startswith("unreadable")
