@@ -24,6 +24,8 @@ demo: $(STAMP)
 	  $(PY) -m pipeline index --dataset $$ds --root $(DEMO_DIR)/raw/$$ds \
 	    --out $(DEMO_MANIFESTS)/sources/$$ds.csv --quiet || exit 1; \
 	done
+	$(PY) -m pipeline build --config configs/build/demo.yaml
+	$(PY) -m pipeline audit $(DEMO_MANIFESTS)/builds/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

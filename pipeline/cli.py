@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from .datasets import INDEXERS, IndexWarning, LayoutError
+from .shards import ShardError
 
 
 def _cmd_index(args) -> int:
@@ -23,6 +24,20 @@ def _cmd_demo_data(args) -> int:
     report = write_demo_corpus(Path(args.out), DemoConfig(seed=args.seed), workers=args.workers, quiet=args.quiet)
     print(report)
     return 0
+
+
+def _cmd_build(args) -> int:
+    from .build import run_build
+    return run_build(args.config, quiet=args.quiet)
+
+
+def _cmd_audit(args) -> int:
+    from .audit import audit
+    problems = audit(args.build, args.shard_dir)
+    for problem in problems:
+        print(f"MISMATCH {problem}", file=sys.stderr)
+    print(f"audit: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'every shard matches the manifest'}")
+    return 1 if problems else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=None, help="rendering processes (default: one per core)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_cmd_demo_data)
+
+    build = commands.add_parser("build", help="build sharded HDF5 from indexed videos (Luigi + dask)")
+    build.add_argument("--config", required=True, type=Path, help="build config YAML")
+    build.add_argument("--quiet", action="store_true", help="no progress bars (batch jobs)")
+    build.set_defaults(run=_cmd_build)
+
+    check = commands.add_parser("audit", help="check a build's shards against its manifest")
+    check.add_argument("build", type=Path, help="the build's manifest folder (data_manifests/<name>) or file")
+    check.add_argument("--shard-dir", type=Path, default=None, help="where the shards are, if moved")
+    check.set_defaults(run=_cmd_audit)
     return parser
 
 
@@ -57,6 +82,6 @@ def main(argv=None) -> int:
     warnings.showwarning = _show_warning
     try:
         return args.run(args)
-    except (LayoutError, FileNotFoundError, ValueError) as err:
+    except (LayoutError, FileNotFoundError, ValueError, ShardError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -14,14 +14,7 @@ from pipeline.demo import DemoConfig, write_demo_corpus
 from pipeline.demo.corpus import MARKER, TRUTH
 from pipeline.index import index_dataset
 
-SMALL = DemoConfig(seed=3, frames=6, subjects_per_split=1)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    write_demo_corpus(root, SMALL, quiet=True)
-    return root
+from conftest import SMALL
 
 
 def decode(path):

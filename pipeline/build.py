@@ -1,0 +1,52 @@
+"""``python -m pipeline build``: run the Luigi graph with the local scheduler and summarise the build."""
+from __future__ import annotations
+
+import json
+import time
+
+import luigi
+from luigi.execution_summary import LuigiStatusCode
+
+from .config import load_config
+from .tasks import BuildManifest, close_clients
+
+
+def run_build(config_path, *, quiet: bool = False) -> int:
+    """Build (or finish, or confirm) the shards of a config; return the exit status."""
+    cfg = load_config(config_path)  # fail early, naming the file, on a bad config
+    task = BuildManifest(config=str(config_path), quiet=quiet)
+    if task.complete():
+        print(f"build {cfg.name!r} is already complete: nothing to do")
+        print(summary(cfg))
+        return 0
+    start = time.perf_counter()
+    try:
+        result = luigi.build([task], local_scheduler=True, detailed_summary=True,
+                             log_level="WARNING" if not quiet else "ERROR")
+    finally:
+        close_clients()
+    if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
+        print(result.summary_text)
+        print(f"build {cfg.name!r} FAILED after {time.perf_counter() - start:.1f} s; finished videos are kept, "
+              f"a re-run resumes")
+        return 1
+    print(summary(cfg))
+    return 0
+
+
+def summary(cfg) -> str:
+    """What a finished build made and skipped, from its manifest."""
+    manifest = json.loads((cfg.manifest_path / "manifest.json").read_text())
+    timings = json.loads((cfg.manifest_path / "timings.json").read_text())
+    rejects = manifest["rejects"]
+    lines = [f"build {cfg.name!r}: {manifest['samples']} samples in {len(manifest['shards'])} shard(s) under "
+             f"{manifest['shard_dir']}",
+             f"  sources: " + ", ".join(f"{d} {s['videos']} videos" for d, s in manifest["sources"].items()),
+             f"  depth backend: {manifest['depth_backend']}; config hash {manifest['config_hash'][:12]}",
+             f"  skipped: {rejects['frames']} frame(s), {rejects['videos']} video(s)"]
+    lines += [f"    {n} x {reason}" for reason, n in rejects["by_reason"].items()]
+    lines.append("  stage seconds (this and earlier runs): "
+                 + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    lines.append(f"  manifest: {cfg.manifest_path / 'manifest.json'} (check with: python -m pipeline audit "
+                 f"{cfg.manifest_path})")
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""Build configuration (YAML): what to read, how to sample, crop, render depth and shard.
+
+Only the fields that change shard contents enter the config hash; paths, the dask cluster, progress
+settings and the compute device do not (the same inputs built anywhere give the same hash).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import yaml
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FrameConfig:
+    """Frame sampling. ``even``: ``count`` frames evenly spaced over the video (centre of equal bins);
+    ``every``: every ``step``-th frame from the first; ``all``: every frame. ``max_frames`` caps any policy
+    (0: no cap), keeping the first frames of the selection."""
+
+    policy: str = "even"
+    count: int = 4
+    step: int = 10
+    max_frames: int = 0
+
+    def __post_init__(self):
+        if self.policy not in ("even", "every", "all"):
+            raise ValueError(f"frames.policy must be even, every or all, not {self.policy!r}")
+        if self.count < 1 or self.step < 1 or self.max_frames < 0:
+            raise ValueError("frames.count and frames.step must be >= 1, frames.max_frames >= 0")
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    """MTCNN detection and cropping. ``crop``: ``aligned`` (similarity transform of the five landmarks to a
+    template, with ``padding`` around the face as in the public code's 0.37) or ``box`` (square box crop
+    enlarged by ``padding`` on each side)."""
+
+    min_face_size: int = 40
+    thresholds: tuple = (0.6, 0.7, 0.7)
+    factor: float = 0.709
+    min_score: float = 0.70  # MTCNN's own last-stage threshold: no extra filter unless raised
+    crop: str = "aligned"
+    size: int = 256
+    padding: float = 0.37
+    max_side: int = 640  # frames are downscaled so that their longer side is at most this for detection
+
+    def __post_init__(self):
+        if self.crop not in ("aligned", "box"):
+            raise ValueError(f"face.crop must be aligned or box, not {self.crop!r}")
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    """Depth maps for live faces (attacks get zeros). ``backend``: ``face-alignment`` (3D landmarks from
+    face-alignment's FAN, weights from ``weights_dir`` or the torch hub cache) or ``generic`` (a generic
+    3D face surface registered to MTCNN's five landmarks; no weights). ``auto`` uses face-alignment when
+    its weights are present, else generic with a loud warning."""
+
+    backend: str = "auto"
+    size: int = 32
+    weights_dir: str | None = None
+
+    def __post_init__(self):
+        if self.backend not in ("auto", "face-alignment", "generic"):
+            raise ValueError(f"depth.backend must be auto, face-alignment or generic, not {self.backend!r}")
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    samples_per_shard: int = 512
+    compression: str = "none"  # none | lzf | gzip
+
+    def __post_init__(self):
+        if self.compression not in ("none", "lzf", "gzip"):
+            raise ValueError(f"shards.compression must be none, lzf or gzip, not {self.compression!r}")
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Where the work runs; does not change results (not hashed)."""
+
+    scheduler: str | None = None  # address of an existing dask.distributed scheduler; None: a LocalCluster
+    workers: int = 2
+    threads_per_worker: int = 1
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    name: str
+    datasets: dict  # dataset name -> root folder
+    output_dir: str  # shards and per-video intermediates go here
+    manifest_dir: str = "data_manifests"
+    frames: FrameConfig = field(default_factory=FrameConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+    @property
+    def build_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return Path(self.manifest_dir) / self.name
+
+    def content(self) -> dict:
+        """The settings that determine shard contents."""
+        return {"schema_version": SCHEMA_VERSION, "datasets": sorted(self.datasets),
+                "frames": asdict(self.frames), "face": _jsonable(asdict(self.face)),
+                "depth": {k: v for k, v in asdict(self.depth).items() if k != "weights_dir"},
+                "shards": asdict(self.shards)}
+
+    def config_hash(self) -> str:
+        """SHA-256 of the canonical JSON of :meth:`content`."""
+        return hashlib.sha256(json.dumps(self.content(), sort_keys=True).encode()).hexdigest()
+
+    def to_dict(self) -> dict:
+        return _jsonable(asdict(self))
+
+
+def load_config(path: str | Path) -> BuildConfig:
+    """Read a build config YAML; unknown keys are errors that name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: build config not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        return _build(BuildConfig, raw, str(path))
+    except TypeError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _build(cls, raw: dict, where: str):
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a mapping for {cls.__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} in {cls.__name__}; known: {sorted(known)}")
+    values = {}
+    for name, value in raw.items():
+        sub = _nested.get(name)
+        if sub is not None and cls is BuildConfig:
+            value = _build(sub, value or {}, f"{where}:{name}")
+        elif name == "thresholds":
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
+
+
+_nested = {"frames": FrameConfig, "face": FaceConfig, "depth": DepthConfig, "shards": ShardConfig,
+           "compute": ComputeConfig}
+
+
+def _jsonable(obj):
+    if is_dataclass(obj):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj

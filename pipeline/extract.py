@@ -1,0 +1,145 @@
+"""Per-video face extraction, run on dask workers: decode and sample frames, detect, crop, depth, channels.
+
+Each video's result is written atomically to its own ``.npz`` (named by the video's sha256, so a changed
+source is extracted again); a finished video is never redone. A video that cannot be decoded is recorded
+as a reject; a missing source file raises (it is not a property of the data, so it is not recorded).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+from .channels import channels
+from .config import BuildConfig
+from .depth import FanLandmarks, generic_depth, landmark_depth, to_uint8
+from .faces import FaceDetector, crop_face, crop_matrix, transform_points
+from .frames import VideoError, read_frames
+
+_MODELS: dict = {}  # per worker process: detector and landmark networks, loaded once
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    video_id: str
+    path: str
+    label: str
+    sha256: str
+
+
+def result_path(build_dir: Path, job: VideoJob) -> Path:
+    """Where a video's extraction result lives."""
+    return Path(build_dir) / "videos" / f"{job.video_id}.{job.sha256[:16]}.npz"
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _models(config: BuildConfig, backend: str):
+    key = (config.config_hash(), backend)
+    if key not in _MODELS:
+        import torch
+        torch.set_num_threads(max(1, config.compute.threads_per_worker))
+        device = resolve_device(config.compute.device)
+        detector = FaceDetector(config.face, device)
+        fan = FanLandmarks(config.depth.weights_dir, device) if backend == "face-alignment" else None
+        _MODELS.clear()
+        _MODELS[key] = (detector, fan)
+    return _MODELS[key]
+
+
+def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: str) -> dict:
+    """Extract one video to its result file (if not there yet); return a small summary."""
+    out = result_path(Path(build_dir), job)
+    if out.exists():
+        return summarize(out, job)
+    if not os.path.exists(job.path):
+        raise FileNotFoundError(f"{job.path}: source video is missing (indexed as {job.video_id})")
+    try:
+        decoded = read_frames(job.path, config.frames)
+    except VideoError as err:  # recorded without the path: the video_id says which file it was
+        _save(out, _empty(config), [(-1, str(err).removeprefix(f"{job.path}: "))],
+              {"decoded_frames": 0, "header_frames": None})
+        return summarize(out, job)
+    detector, fan = _models(config, backend)
+    detections = detector.detect(decoded.frames)
+    size, depth_size = config.face.size, config.depth.size
+    kept = {k: [] for k in ("rgb", "hsv", "lbp", "depth", "frame_index", "box", "landmarks", "score")}
+    rejects = []
+    for frame, index, det in zip(decoded.frames, decoded.indices, detections):
+        if det is None:
+            rejects.append((index, "no face detected"))
+            continue
+        if det.score < config.face.min_score:
+            rejects.append((index, f"face score {det.score:.3f} below min_score {config.face.min_score}"))
+            continue
+        try:
+            matrix = crop_matrix(det, config.face)
+        except ValueError as err:
+            rejects.append((index, str(err)))
+            continue
+        crop = crop_face(frame, matrix, size)
+        if job.label == "live":
+            if fan is not None:
+                points = fan.predict(frame, det.box)
+                points[:, :2] = transform_points(points[:, :2], matrix)
+                points[:, 2] *= np.sqrt(abs(np.linalg.det(matrix[:, :2])))
+                depth = landmark_depth(points, size, depth_size)
+            else:
+                depth = generic_depth(transform_points(det.landmarks, matrix), size, depth_size)
+            depth = to_uint8(depth)
+        else:
+            depth = np.zeros((depth_size, depth_size), np.uint8)
+        for name, array in channels(crop).items():
+            kept[name].append(array)
+        kept["depth"].append(depth[None])
+        kept["frame_index"].append(index)
+        kept["box"].append(det.box.astype(np.float32))
+        kept["landmarks"].append(det.landmarks.astype(np.float32))
+        kept["score"].append(np.float32(det.score))
+    if not kept["rgb"]:
+        rejects.append((-1, f"no usable frame among {len(decoded.indices)} sampled"))
+        arrays = _empty(config)
+    else:
+        arrays = {k: np.stack(v) for k, v in kept.items()}
+        arrays["frame_index"] = arrays["frame_index"].astype(np.int32)
+    meta = {"decoded_frames": decoded.decoded_count, "header_frames": decoded.header_count}
+    _save(out, arrays, rejects, meta)
+    return summarize(out, job)
+
+
+def load_result(path: Path) -> tuple[dict, list, dict]:
+    """Arrays, rejects [(frame_index, reason)] and metadata of a result file."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files if k not in ("rejects", "meta")}
+        rejects = json.loads(str(data["rejects"]))
+        meta = json.loads(str(data["meta"]))
+    return arrays, [tuple(r) for r in rejects], meta
+
+
+def summarize(path: Path, job: VideoJob) -> dict:
+    arrays, rejects, meta = load_result(path)
+    return {"video_id": job.video_id, "samples": int(len(arrays["frame_index"])),
+            "rejected_frames": sum(1 for i, _ in rejects if i >= 0),
+            "video_rejected": any(i < 0 for i, _ in rejects), **meta}
+
+
+def _empty(config: BuildConfig) -> dict:
+    s, d = config.face.size, config.depth.size
+    return {"rgb": np.zeros((0, 3, s, s), np.uint8), "hsv": np.zeros((0, 3, s, s), np.uint8),
+            "lbp": np.zeros((0, 3, s, s), np.uint8), "depth": np.zeros((0, 1, d, d), np.uint8),
+            "frame_index": np.zeros(0, np.int32), "box": np.zeros((0, 4), np.float32),
+            "landmarks": np.zeros((0, 5, 2), np.float32), "score": np.zeros(0, np.float32)}
+
+
+def _save(out: Path, arrays: dict, rejects: list, meta: dict) -> None:
+    with atomic_path(out, suffix=".tmp.npz") as tmp:
+        np.savez(tmp, **arrays, rejects=np.array(json.dumps(rejects)), meta=np.array(json.dumps(meta)))

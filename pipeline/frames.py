@@ -1,0 +1,82 @@
+"""Frame decoding with OpenCV and the deterministic sampling policy.
+
+Container frame counts can lie, so a video is first counted by grabbing every frame, then the selected
+frames are decoded in a second pass. Errors name the file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import FrameConfig
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be decoded (missing, empty, truncated or not a video)."""
+
+
+@dataclass
+class DecodedFrames:
+    frames: list[np.ndarray]  # RGB uint8
+    indices: list[int]
+    decoded_count: int  # frames the decoder actually delivered
+    header_count: int  # frames the container claims
+
+
+def select_indices(n_frames: int, config: FrameConfig) -> list[int]:
+    """The frame indices a policy picks from a video of ``n_frames`` frames (fewer when it is short)."""
+    if n_frames <= 0:
+        return []
+    if config.policy == "all":
+        picked = list(range(n_frames))
+    elif config.policy == "every":
+        picked = list(range(0, n_frames, config.step))
+    else:  # even: the centre of each of ``count`` equal bins, distinct
+        count = min(config.count, n_frames)
+        picked = sorted({int((2 * k + 1) * n_frames // (2 * count)) for k in range(count)})
+    return picked[:config.max_frames] if config.max_frames else picked
+
+
+def read_frames(path: str | Path, config: FrameConfig) -> DecodedFrames:
+    """Decode the frames a policy selects from ``path`` (RGB uint8)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: source video is missing")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: zero-length file")
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise VideoError(f"{path}: OpenCV cannot open it as a video (corrupt or unsupported)")
+        header = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        count = 0
+        while capture.grab():
+            count += 1
+    finally:
+        capture.release()
+    if count == 0:
+        raise VideoError(f"{path}: no frame could be decoded (header claims {header})")
+    wanted = select_indices(count, config)
+    frames, got = [], []
+    capture = cv2.VideoCapture(str(path))
+    try:
+        index, targets = 0, iter(wanted)
+        target = next(targets, None)
+        while target is not None and capture.grab():
+            if index == target:
+                ok, frame = capture.retrieve()
+                if not ok:
+                    raise VideoError(f"{path}: frame {index} could be grabbed but not decoded")
+                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                got.append(index)
+                target = next(targets, None)
+            index += 1
+    finally:
+        capture.release()
+    if got != wanted:
+        raise VideoError(f"{path}: decoding is not repeatable (first pass {count} frames, second pass stopped "
+                         f"at frame {index})")
+    return DecodedFrames(frames, got, count, header)

@@ -1,0 +1,266 @@
+"""The build as a Luigi task graph; each task has one output, written atomically:
+
+    IndexSource(dataset) -> ExtractFaces(dataset) -> WriteShards -> BuildManifest
+
+ExtractFaces hands one job per video to dask (a LocalCluster, or the scheduler named in the config), and
+each video's result is its own atomic file, so a killed build resumes without redoing finished videos.
+Run with ``python -m pipeline build --config FILE`` or
+``luigi --module pipeline.tasks BuildManifest --config FILE --local-scheduler``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+import warnings
+from pathlib import Path
+
+import luigi
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .atomic import write_json, write_text
+from .config import BuildConfig, load_config
+from .depth import resolve_backend
+from .extract import VideoJob, extract_video, load_result, result_path
+from .hashing import sha256_file
+from .index import index_dataset, read_table, write_index
+from .provenance import code_version, package_versions
+from .shards import ATTACKS, DOMAINS, LABELS, write_shard
+
+_CLIENT = {}
+
+
+def dask_client(config: BuildConfig):
+    """The dask client of this process: the configured scheduler, or a LocalCluster started once."""
+    from dask.distributed import Client, LocalCluster
+    key = config.compute.scheduler or "local"
+    if key not in _CLIENT:
+        if config.compute.scheduler:
+            _CLIENT[key] = Client(config.compute.scheduler)
+        else:
+            cluster = LocalCluster(n_workers=config.compute.workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            _CLIENT[key] = Client(cluster)
+    return _CLIENT[key]
+
+
+def close_clients() -> None:
+    for client in _CLIENT.values():
+        cluster = client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    _CLIENT.clear()
+
+
+class BuildTask(luigi.Task):
+    config = luigi.Parameter(description="build config YAML")
+    quiet = luigi.BoolParameter(default=False, significant=False)
+
+    @property
+    def cfg(self) -> BuildConfig:
+        return load_config(self.config)
+
+    def record_time(self, stage: str, seconds: float) -> None:
+        path = self.cfg.build_dir / "timings" / f"{stage}.json"
+        write_json(path, {"stage": stage, "seconds": round(seconds, 3)})
+
+
+class IndexSource(BuildTask):
+    dataset = luigi.Parameter()
+
+    def output(self):
+        return luigi.LocalTarget(str(self.cfg.build_dir / "index" / f"{self.dataset}.csv"))
+
+    def run(self):
+        start = time.perf_counter()
+        cfg = self.cfg
+        if self.dataset not in cfg.datasets:
+            raise ValueError(f"{self.config}: dataset {self.dataset!r} is not in datasets")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            index = index_dataset(self.dataset, cfg.datasets[self.dataset], quiet=self.quiet)
+        write_index(index, self.output().path)
+        self.record_time(f"index-{self.dataset}", time.perf_counter() - start)
+
+
+class ExtractFaces(BuildTask):
+    dataset = luigi.Parameter()
+
+    def requires(self):
+        return IndexSource(config=self.config, dataset=self.dataset, quiet=self.quiet)
+
+    def output(self):
+        return luigi.LocalTarget(str(self.cfg.build_dir / "extract" / f"{self.dataset}.csv"))
+
+    def run(self):
+        start = time.perf_counter()
+        cfg = self.cfg
+        table = read_table(self.input().path)
+        root = Path(cfg.datasets[self.dataset])
+        jobs = [VideoJob(r.video_id, str(root / r.relpath), r.label, r.sha256) for r in table.itertuples()]
+        backend = depth_backend(cfg)
+        todo = [j for j in jobs if not result_path(cfg.build_dir, j).exists()]
+        client = dask_client(cfg)
+        from dask.distributed import as_completed
+        futures = [client.submit(extract_video, job, cfg, backend, str(cfg.build_dir), pure=False,
+                                 key=f"extract-{job.sha256[:16]}-{job.video_id}") for job in todo]
+        failures = []
+        with tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="video", desc=f"{self.dataset}: faces",
+                  disable=self.quiet, dynamic_ncols=True) as bar:
+            for future in as_completed(futures):
+                if future.status == "error":
+                    failures.append(str(future.exception()))
+                bar.update(1)
+        if failures:
+            raise RuntimeError(f"{len(failures)} video(s) of {self.dataset} could not be processed; the others "
+                               f"are kept and a re-run resumes:\n" + "\n".join(f"  {f}" for f in failures))
+        videos = cfg.build_dir / "videos"
+        rows = [{"video_id": j.video_id, "result": result_path(cfg.build_dir, j).relative_to(videos).as_posix()}
+                for j in jobs]
+        buffer = io.StringIO()
+        pd.DataFrame(rows, columns=["video_id", "result"]).to_csv(buffer, index=False, lineterminator="\n")
+        write_text(self.output().path, buffer.getvalue())
+        self.record_time(f"extract-{self.dataset}", time.perf_counter() - start)
+
+
+def depth_backend(cfg: BuildConfig) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        return resolve_backend(cfg.depth.backend, cfg.depth.weights_dir)
+
+
+class WriteShards(BuildTask):
+    def requires(self):
+        return {d: ExtractFaces(config=self.config, dataset=d, quiet=self.quiet) for d in sorted(self.cfg.datasets)}
+
+    def output(self):
+        return luigi.LocalTarget(str(self.cfg.build_dir / "shards" / "samples.csv"))
+
+    def run(self):
+        start = time.perf_counter()
+        cfg = self.cfg
+        videos = []
+        for dataset, target in sorted(self.input().items()):
+            table = read_table(self.requires()[dataset].input().path).set_index("video_id")
+            for row in pd.read_csv(target.path, dtype=str).itertuples():
+                videos.append((dataset, row.video_id, cfg.build_dir / "videos" / row.result, table.loc[row.video_id]))
+        backend = depth_backend(cfg)
+        rows, rejects, buffer, shard_no = [], [], _ShardBuffer(), 0
+        per = cfg.shards.samples_per_shard
+        bar = tqdm(total=len(videos), unit="video", desc="shards", disable=self.quiet, dynamic_ncols=True)
+        for dataset, video_id, path, meta in videos:
+            arrays, video_rejects, _ = load_result(path)
+            rejects += [{"video_id": video_id, "frame_index": i, "reason": why} for i, why in video_rejects]
+            buffer.add(arrays, dataset, video_id, meta)
+            while len(buffer) >= per:
+                rows += self._write(cfg, shard_no, buffer.take(per), backend)
+                shard_no += 1
+            bar.update(1)
+        if len(buffer):
+            rows += self._write(cfg, shard_no, buffer.take(len(buffer)), backend)
+        bar.close()
+        _write_csv(cfg.build_dir / "shards" / "rejects.csv", rejects, ["video_id", "frame_index", "reason"])
+        _write_csv(self.output().path, rows, SAMPLE_COLUMNS)
+        self.record_time("shards", time.perf_counter() - start)
+
+    def _write(self, cfg, number, samples, backend):
+        name = f"shard-{number:05d}.h5"
+        attrs = {"config_hash": cfg.config_hash(), "build": cfg.name, "shard": number, "depth_backend": backend,
+                 "first_sample": f"{samples['video_id'][0]}#{samples['frame_index'][0]}"}
+        write_shard(cfg.build_dir / "shards" / name, samples, attrs, cfg.shards.compression)
+        return [{"shard": name, "row": i, "video_id": v, "frame_index": int(f), "dataset": m["dataset"],
+                 "domain": m["domain"], "split": m["split"], "label": m["label"], "attack": m["attack"],
+                 "subject": m["subject"]}
+                for i, (v, f, m) in enumerate(zip(samples["video_id"], samples["frame_index"], samples["meta"]))]
+
+
+SAMPLE_COLUMNS = ["shard", "row", "video_id", "frame_index", "dataset", "domain", "split", "label", "attack",
+                  "subject"]
+
+
+class _ShardBuffer:
+    """Samples waiting to be written, in build order; holds at most one shard plus one video."""
+
+    def __init__(self):
+        self.parts = []
+
+    def __len__(self):
+        return sum(len(p["label"]) for p in self.parts)
+
+    def add(self, arrays, dataset, video_id, meta):
+        n = len(arrays["frame_index"])
+        if n == 0:
+            return
+        info = {"dataset": dataset, "domain": meta["domain"], "split": meta["split"], "label": meta["label"],
+                "attack": meta["attack"], "subject": meta["subject"]}
+        self.parts.append({**arrays, "label": np.full(n, LABELS[meta["label"]], np.uint8),
+                           "domain": np.full(n, DOMAINS[dataset], np.uint8),
+                           "attack": np.full(n, ATTACKS[meta["attack"]], np.uint8),
+                           "video_id": [video_id] * n, "meta": [info] * n})
+
+    def take(self, n):
+        merged = {k: (sum((p[k] for p in self.parts), []) if k in ("video_id", "meta")
+                      else np.concatenate([p[k] for p in self.parts])) for k in self.parts[0]}
+        head = {k: v[:n] for k, v in merged.items()}
+        tail = {k: v[n:] for k, v in merged.items()}
+        self.parts = [tail] if len(tail["label"]) else []
+        return head
+
+
+class BuildManifest(BuildTask):
+    def requires(self):
+        return WriteShards(config=self.config, quiet=self.quiet)
+
+    def output(self):
+        return luigi.LocalTarget(str(self.cfg.manifest_path / "manifest.json"))
+
+    def run(self):
+        cfg = self.cfg
+        out = cfg.manifest_path
+        shard_dir = cfg.build_dir / "shards"
+        samples = pd.read_csv(self.input().path, dtype=str)
+        rejects = pd.read_csv(shard_dir / "rejects.csv", dtype=str)
+        sources = pd.concat([read_table(cfg.build_dir / "index" / f"{d}.csv") for d in sorted(cfg.datasets)])
+        for name, frame in (("samples.csv", samples), ("rejects.csv", rejects), ("sources.csv", sources)):
+            _write_csv(out / name, frame.to_dict("records"), list(frame.columns))
+        shards = []
+        for shard, group in samples.groupby("shard", sort=True):
+            path = shard_dir / shard
+            shards.append({"file": shard, "sha256": sha256_file(path), "samples": len(group),
+                           "bytes": path.stat().st_size})
+        manifest = {
+            "build": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
+            "code": code_version(), "packages": package_versions(),
+            "depth_backend": depth_backend(cfg), "shard_dir": str(shard_dir.resolve()),
+            "label_polarity": LABELS, "attack_values": ATTACKS, "domain_values": DOMAINS,
+            "sources": {d: {"root": str(Path(cfg.datasets[d]).resolve()),
+                            "videos": int((sources["dataset"] == d).sum())} for d in sorted(cfg.datasets)},
+            "source_table_sha256": sha256_file(out / "sources.csv"),
+            "samples": int(len(samples)), "samples_table_sha256": sha256_file(out / "samples.csv"),
+            "shards": shards,
+            "rejects": {"frames": int((rejects["frame_index"].astype(int) >= 0).sum()),
+                        "videos": int((rejects["frame_index"].astype(int) < 0).sum()),
+                        "by_reason": _reason_counts(rejects), "table_sha256": sha256_file(out / "rejects.csv")},
+            "counts": {f"{k[0]}/{k[1]}/{k[2]}": int(v)
+                       for k, v in samples.groupby(["dataset", "split", "label"]).size().items()},
+        }
+        timings = {}
+        for path in sorted((cfg.build_dir / "timings").glob("*.json")):
+            entry = json.loads(path.read_text())
+            timings[entry["stage"]] = entry["seconds"]
+        write_json(out / "timings.json", timings)  # kept apart: the manifest is identical across rebuilds
+        write_json(self.output().path, manifest)
+
+
+def _reason_counts(rejects: pd.DataFrame) -> dict:
+    kinds = rejects["reason"].str.replace(r"\d+(\.\d+)?", "N", regex=True)
+    return {k: int(v) for k, v in kinds.value_counts().sort_index().items()}
+
+
+def _write_csv(path, rows, columns) -> None:
+    buffer = io.StringIO()
+    pd.DataFrame(rows, columns=columns).to_csv(buffer, index=False, lineterminator="\n")
+    write_text(path, buffer.getvalue())

@@ -1,0 +1,198 @@
+"""The whole build through real Luigi and real dask workers on the demo corpus: shards and manifest, rerun as a
+no-op, kill -9 and resume equal to a clean build (byte for byte), audit, bad videos, an external scheduler."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.audit import audit
+
+BIN = Path(sys.executable).parent
+
+
+def write_config(tmp_path, roots, name="t", **overrides):
+    config = {"name": name, "datasets": {d: str(r) for d, r in roots.items()},
+              "output_dir": str(tmp_path / "out"), "manifest_dir": str(tmp_path / "manifests"),
+              "frames": {"policy": "even", "count": 2}, "face": {"size": 96},
+              "depth": {"backend": "generic"}, "shards": {"samples_per_shard": 16},
+              "compute": {"workers": 2, "device": "cpu"}}
+    config.update(overrides)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def build(config, *extra, check=True, **kwargs):
+    result = subprocess.run([sys.executable, "-m", "pipeline", "build", "--config", str(config), "--quiet", *extra],
+                            capture_output=True, text=True, timeout=300, **kwargs)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def outputs(tmp_path, name="t"):
+    """Every byte that must be identical between builds: shards, manifest and its tables."""
+    files = sorted((tmp_path / "out" / name / "shards").glob("*.h5"))
+    files += [tmp_path / "manifests" / name / f for f in ("manifest.json", "samples.csv", "rejects.csv",
+                                                          "sources.csv")]
+    return {f.name: f.read_bytes() for f in files}
+
+
+@pytest.fixture(scope="module")
+def clean_build(corpus, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("build")
+    config = write_config(tmp_path, {"casia": corpus / "casia", "msu": corpus / "msu"})
+    result = build(config)
+    return tmp_path, config, result
+
+
+def test_build_writes_shards_and_manifest(clean_build, corpus):
+    tmp_path, config, result = clean_build
+    manifest = json.loads((tmp_path / "manifests/t/manifest.json").read_text())
+    samples = pd.read_csv(tmp_path / "manifests/t/samples.csv")
+    assert manifest["samples"] == len(samples) == 2 * (24 + 16)  # two frames of every video
+    assert manifest["depth_backend"] == "generic" and manifest["label_polarity"] == {"spoof": 0, "live": 1}
+    assert sum(s["samples"] for s in manifest["shards"]) == len(samples) and len(manifest["shards"]) == 5
+    assert "80 samples in 5 shard(s)" in result.stdout and "skipped: 0 frame(s), 0 video(s)" in result.stdout
+    assert set(manifest["code"]) >= {"version", "git_commit"} and manifest["packages"]["torch"] == "2.14.1"
+    sources = pd.read_csv(tmp_path / "manifests/t/sources.csv")
+    assert len(sources) == 40 and sources["sha256"].str.len().eq(64).all()
+    # the shard rows agree with the index table, and the depth target with the label
+    for shard, group in samples.groupby("shard"):
+        with h5py.File(tmp_path / "out/t/shards" / shard, "r") as f:
+            assert f["rgb"].shape == (len(group), 3, 96, 96) and f["rgb"].chunks == (1, 3, 96, 96)
+            assert f["lbp"].dtype == np.uint8 and f["depth"].shape[1:] == (1, 32, 32)
+            assert f.attrs["config_hash"] == manifest["config_hash"] and f.attrs["depth_backend"] == "generic"
+            ids = [v.decode() if isinstance(v, bytes) else v for v in f["video_id"][:]]
+            assert ids == group.sort_values("row")["video_id"].tolist()
+            live = f["label"][:] == 1
+            assert np.array_equal(live, (group.sort_values("row")["label"] == "live").to_numpy())
+            depth_sum = f["depth"][:].reshape(len(group), -1).sum(axis=1)
+            assert (depth_sum[live] > 0).all() and (depth_sum[~live] == 0).all()
+            assert set(f["domain"][:]) <= {1, 3}  # casia 1, msu 3
+    assert audit(tmp_path / "manifests/t") == []
+
+
+def test_rerun_is_a_no_op(clean_build):
+    tmp_path, config, _ = clean_build
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    result = build(config)
+    assert "already complete: nothing to do" in result.stdout
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*") if p.is_file()}
+
+
+def test_luigi_command_line_runs_the_same_graph(clean_build, tmp_path):
+    _, config, _ = clean_build
+    raw = yaml.safe_load(config.read_text())
+    raw.update(output_dir=str(tmp_path / "out"), manifest_dir=str(tmp_path / "manifests"))
+    other = tmp_path / "t.yaml"
+    other.write_text(yaml.safe_dump(raw))
+    result = subprocess.run([str(BIN / "luigi"), "--module", "pipeline.tasks", "BuildManifest", "--config", str(other),
+                             "--quiet", "--local-scheduler"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert result.returncode == 0, result.stderr
+    assert outputs(tmp_path)["manifest.json"] != b""
+    # same inputs and config -> the same shards, whatever the output folder
+    first = outputs(clean_build[0])
+    again = outputs(tmp_path)
+    assert {k: v for k, v in again.items() if k.endswith(".h5")} == {k: v for k, v in first.items() if k.endswith(".h5")}
+    assert again["samples.csv"] == first["samples.csv"] and again["sources.csv"] == first["sources.csv"]
+
+
+def test_killed_build_resumes_to_the_same_bytes(clean_build):
+    tmp_path, config, _ = clean_build
+    expected = outputs(tmp_path)
+    shutil.rmtree(tmp_path / "out")
+    shutil.rmtree(tmp_path / "manifests")
+    videos = tmp_path / "out/t/videos"
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "build", "--config", str(config), "--quiet"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(videos.rglob("*.npz"))) < 8:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done = {p: p.stat().st_mtime_ns for p in videos.rglob("*.npz")}
+    assert 8 <= len(done) < 40, "the build must be killed part-way"
+    assert not (tmp_path / "manifests/t/manifest.json").exists()
+    build(config)
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # finished videos were not redone
+    assert outputs(tmp_path) == expected
+    assert audit(tmp_path / "manifests/t") == []
+
+
+def test_audit_names_a_flipped_byte_and_a_truncated_shard(clean_build, tmp_path):
+    source, _, _ = clean_build
+    shards = tmp_path / "shards"
+    shutil.copytree(source / "out/t/shards", shards)
+    manifest = source / "manifests/t"
+    assert audit(manifest, shards) == []
+    victim = shards / "shard-00001.h5"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    cut = shards / "shard-00003.h5"
+    cut.write_bytes(cut.read_bytes()[:4096])
+    problems = audit(manifest, shards)
+    assert any("shard-00001.h5: sha256" in p for p in problems)
+    assert any("shard-00003.h5" in p and "unreadable" in p for p in problems)
+    result = subprocess.run([sys.executable, "-m", "pipeline", "audit", str(manifest), "--shard-dir", str(shards)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "shard-00001.h5" in result.stderr and "shard-00003.h5" in result.stderr
+
+
+def test_bad_videos_are_recorded_and_the_build_goes_on(corpus, tmp_path):
+    root = tmp_path / "casia"
+    shutil.copytree(corpus / "casia/train_release", root / "train_release")
+    (root / "train_release/1/2.avi").write_bytes(os.urandom(20000))  # corrupt
+    (root / "train_release/1/HR_1.avi").write_bytes(b"")  # zero length
+    config = write_config(tmp_path, {"casia": root})
+    result = build(config)
+    assert "skipped: 0 frame(s), 2 video(s)" in result.stdout
+    rejects = pd.read_csv(tmp_path / "manifests/t/rejects.csv")
+    reasons = dict(zip(rejects["video_id"], rejects["reason"]))
+    assert reasons["casia/train_release/1/HR_1"] == "zero-length file"
+    assert "cannot open" in reasons["casia/train_release/1/2"] or "no frame" in reasons["casia/train_release/1/2"]
+    samples = pd.read_csv(tmp_path / "manifests/t/samples.csv")
+    assert len(samples) == 2 * 10 and not samples["video_id"].isin(reasons).any()
+
+
+def test_missing_source_stops_extraction_and_keeps_the_rest(corpus, tmp_path):
+    root = tmp_path / "msu"
+    shutil.copytree(corpus / "msu", root)
+    config = write_config(tmp_path, {"msu": root})
+    subprocess.run([sys.executable, "-c", "import luigi, sys; from pipeline.tasks import IndexSource; "
+                    f"sys.exit(not luigi.build([IndexSource(config={str(config)!r}, dataset='msu', quiet=True)], "
+                    "local_scheduler=True))"], check=True, timeout=120, capture_output=True)
+    victim = root / "scene01/real/real_client001_laptop_SD_scene01.mov"
+    kept = victim.read_bytes()
+    victim.unlink()
+    result = build(config, check=False)
+    assert result.returncode == 1
+    assert "real_client001_laptop_SD_scene01.mov: source video is missing" in result.stdout + result.stderr
+    assert len(list((tmp_path / "out/t/videos").rglob("*.npz"))) == 15  # the other videos are done and kept
+    victim.write_bytes(kept)
+    build(config)
+    assert json.loads((tmp_path / "manifests/t/manifest.json").read_text())["samples"] == 32
+
+
+def test_an_existing_dask_scheduler_runs_the_work(corpus, tmp_path):
+    from dask.distributed import LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        config = write_config(tmp_path, {"msu": corpus / "msu"},
+                              compute={"scheduler": cluster.scheduler_address, "device": "cpu"})
+        build(config)
+        prefix = cluster.scheduler.task_prefixes["extract"]
+        assert prefix.state_counts["memory"] == 16  # each video's task finished on this cluster

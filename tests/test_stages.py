@@ -1,0 +1,177 @@
+"""The build's stages on their own: frame sampling and decoding, real MTCNN crops, depth rendering on known
+geometry, the face-alignment weight loading path, and the channels."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial import Delaunay
+
+from pipeline.channels import channels, color_lbp
+from pipeline.config import FaceConfig, FrameConfig
+from pipeline.depth import (DEPTH_WEIGHTS, FAN_WEIGHTS, FACE_EDGE, generic_depth, landmark_depth, render_depth,
+                            resolve_backend, weights_dir)
+from pipeline.faces import FaceDetector, crop_face, crop_matrix, template, transform_points
+from pipeline.frames import VideoError, read_frames, select_indices
+
+
+def test_frame_sampling_policies():
+    assert select_indices(100, FrameConfig(policy="even", count=4)) == [12, 37, 62, 87]
+    assert select_indices(3, FrameConfig(policy="even", count=8)) == [0, 1, 2]  # a short video gives what it has
+    assert select_indices(25, FrameConfig(policy="every", step=10)) == [0, 10, 20]
+    assert select_indices(5, FrameConfig(policy="all")) == [0, 1, 2, 3, 4]
+    assert select_indices(50, FrameConfig(policy="all", max_frames=3)) == [0, 1, 2]
+    assert select_indices(0, FrameConfig()) == []
+    with pytest.raises(ValueError, match="frames.policy"):
+        FrameConfig(policy="random")
+
+
+def test_read_frames_decodes_the_selected_frames(corpus):
+    path = corpus / "oulu/Train_files/2_2_01_1.avi"
+    every = read_frames(path, FrameConfig(policy="all"))
+    picked = read_frames(path, FrameConfig(policy="even", count=2))
+    assert every.decoded_count == picked.decoded_count == 6 and picked.indices == [1, 4]
+    assert np.array_equal(picked.frames[1], every.frames[4]) and picked.frames[0].shape == (270, 480, 3)
+
+
+def test_bad_videos_raise_errors_naming_the_file(tmp_path, corpus):
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.avi"
+    garbage.write_bytes(os.urandom(5000))
+    for path, reason in ((empty, "zero-length"), (garbage, "cannot open|no frame"),
+                         (tmp_path / "absent.avi", "missing")):
+        with pytest.raises(VideoError, match=f"{path}: .*({reason})"):
+            read_frames(path, FrameConfig())
+    # a truncated file whose header still claims every frame: the frames that decode are used
+    source = (corpus / "oulu/Train_files/2_2_01_1.avi").read_bytes()
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(source[: len(source) // 2])
+    decoded = read_frames(truncated, FrameConfig(policy="all"))
+    assert decoded.header_count == 6 and 0 < decoded.decoded_count < 6
+
+
+def test_mtcnn_aligned_crop_puts_landmarks_on_the_template(corpus):
+    detector = FaceDetector(FaceConfig(), "cpu")
+    frames = read_frames(corpus / "msu/scene01/real/real_client002_laptop_SD_scene01.mov", FrameConfig(count=3))
+    detections = detector.detect(frames.frames)
+    assert all(d is not None and d.score > 0.9 for d in detections)
+    config = FaceConfig(size=128, padding=0.37)
+    for frame, det in zip(frames.frames, detections):
+        matrix = crop_matrix(det, config)
+        crop = crop_face(frame, matrix, config.size)
+        assert crop.shape == (128, 128, 3)
+        # similarity alignment leaves a residual of a few pixels at most
+        assert np.abs(transform_points(det.landmarks, matrix) - template(128, 0.37)).max() < 6
+        # MTCNN finds the face again in its own crop, centred
+        again = detector.detect([cv2.resize(crop, (256, 256))])[0]
+        assert again is not None and abs((again.box[0] + again.box[2]) / 2 - 128) < 30
+    box = crop_matrix(detections[0], FaceConfig(crop="box", size=64, padding=0.1))
+    x1, y1, x2, y2 = detections[0].box
+    assert np.allclose(transform_points(np.array([[(x1 + x2) / 2, (y1 + y2) / 2]]), box), 32)
+
+
+def test_depth_of_a_tilted_plane_is_a_linear_ramp():
+    g = np.linspace(0, 32, 9)
+    x, y = np.meshgrid(g, g)
+    points = np.column_stack([x.ravel(), y.ravel(), 2.0 * x.ravel() + 5])  # nearer to the right
+    depth = render_depth(points, Delaunay(points[:, :2]).simplices, 32)
+    assert np.allclose(depth, depth[0:1], atol=1e-6)  # constant down each column
+    steps = np.diff(depth[16])
+    assert np.all(steps > 0) and np.allclose(steps, steps.mean(), atol=1e-5)
+    # normalisation spans the 64 supersampled pixel centres (63 steps); output pixel 0 averages steps 0 and 1
+    assert depth[16, 0] == pytest.approx(FACE_EDGE + (1 - FACE_EDGE) * 0.5 / 63, abs=1e-5)
+    assert depth[16, 31] == pytest.approx(1 - (1 - FACE_EDGE) * 0.5 / 63, abs=1e-5)
+
+
+def test_depth_of_a_sphere_peaks_at_its_centre():
+    size, r = 32, 12.0
+    u = np.linspace(-1, 1, 41)
+    gx, gy = np.meshgrid(u, u)
+    inside = gx ** 2 + gy ** 2 <= 1
+    xs, ys = 16 + r * gx[inside], 16 + r * gy[inside]
+    zs = r * np.sqrt(np.clip(1 - gx[inside] ** 2 - gy[inside] ** 2, 0, 1))
+    depth = render_depth(np.column_stack([xs, ys, zs]), Delaunay(np.column_stack([xs, ys])).simplices, size)
+    assert depth[0, 0] == 0 and depth[16, 2] == 0  # background outside the disc
+    assert np.unravel_index(depth.argmax(), depth.shape) in {(15, 15), (15, 16), (16, 15), (16, 16)}
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    interior = (xx - 16) ** 2 + (yy - 16) ** 2 < (r - 1.5) ** 2  # the rim is a polygon: compare inside it
+    assert np.allclose(depth[interior], depth.T[interior], atol=0.02)
+    assert np.allclose(depth[interior], depth[::-1, ::-1][interior], atol=0.02)
+    # the profile follows the sphere: depth at radius rho is edge + (1-edge) * sqrt(1 - rho^2)
+    rho = 6.0 / r
+    assert depth[15:17, 21:23].mean() == pytest.approx(FACE_EDGE + (1 - FACE_EDGE) * np.sqrt(1 - rho ** 2),
+                                                       abs=0.06)
+
+
+def test_zbuffer_keeps_the_nearest_surface():
+    far = [[0, 0, 1.0], [32, 0, 1.0], [0, 32, 1.0], [32, 32, 1.0]]
+    near = [[8, 8, 3.0], [24, 8, 3.0], [8, 24, 3.0], [24, 24, 3.0]]
+    points = np.array(far + near)
+    triangles = np.array([[0, 1, 2], [1, 3, 2], [4, 5, 6], [5, 7, 6]])
+    for order in (triangles, triangles[::-1]):
+        depth = render_depth(points, order, 32)
+        assert depth[16, 16] == pytest.approx(1.0) and depth[2, 2] == pytest.approx(FACE_EDGE)
+
+
+def test_generic_depth_follows_the_landmarks():
+    base = template(256, 0.37)
+    depth = generic_depth(base, 256, 32)
+    shifted = generic_depth(base + [40, 0], 256, 32)
+    assert depth.max() == pytest.approx(1.0, abs=0.05) and depth[0, 0] == 0
+    centroid = lambda d: (d * np.arange(32)).sum() / d.sum()  # noqa: E731
+    assert centroid(shifted) - centroid(depth) == pytest.approx(40 * 32 / 256, abs=0.5)
+
+
+def test_face_alignment_weights_load_from_a_folder_or_torch_home(tmp_path, monkeypatch):
+    import torch
+    from face_alignment.models import FAN, ResNetDepth
+    from pipeline.depth import FanLandmarks
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert weights_dir(None) == tmp_path / "torch" / "hub" / "checkpoints"
+    with pytest.warns(UserWarning, match="GENERIC face surface"):
+        assert resolve_backend("auto", None) == "generic"
+    with pytest.raises(FileNotFoundError, match=FAN_WEIGHTS):
+        resolve_backend("face-alignment", None)
+    # weights of the right shapes, written here (the real ones cannot be downloaded)
+    torch.manual_seed(0)
+    folder = weights_dir(None)
+    folder.mkdir(parents=True)
+    fan, depth_net = FAN(4), ResNetDepth()
+    torch.save(fan.state_dict(), folder / FAN_WEIGHTS)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in depth_net.state_dict().items()}}, folder / DEPTH_WEIGHTS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_backend("auto", None) == "face-alignment"
+    loaded = FanLandmarks(None)
+    name, tensor = next(iter(fan.state_dict().items()))
+    assert torch.equal(loaded.fan.state_dict()[name], tensor)
+    assert torch.equal(next(iter(loaded.depth.state_dict().values())), next(iter(depth_net.state_dict().values())))
+
+
+def test_landmark_depth_renders_68_points():
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(0, 2 * np.pi, 68)
+    radius = np.sqrt(rng.uniform(0, 1, 68)) * 100
+    x, y = 128 + radius * np.cos(theta), 128 + radius * np.sin(theta)
+    z = radius / 10  # face-alignment's z grows away from the camera: the centre is nearest
+    depth = landmark_depth(np.column_stack([x, y, z]), 256, 32)
+    assert depth[16, 16] > depth[16, 5] > 0 and depth[0, 0] == 0
+
+
+def test_channels():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = channels(rgb)
+    assert {k: v.shape for k, v in out.items()} == {"rgb": (3, 16, 16), "hsv": (3, 16, 16), "lbp": (3, 16, 16)}
+    assert all(v.dtype == np.uint8 for v in out.values())
+    assert np.array_equal(out["hsv"][:, 3, 4], cv2.cvtColor(rgb[3:4, 4:5], cv2.COLOR_RGB2HSV)[0, 0])
+    flat = np.full((8, 8, 3), 77, np.uint8)
+    assert (color_lbp(flat)[:, 1:-1, 1:-1] == 255).all()  # every neighbour >= centre (inside; outside is 0)
+    peak = flat.copy()
+    peak[4, 4, 1] = 200
+    assert color_lbp(peak)[1, 4, 4] == 0 and color_lbp(peak)[0, 4, 4] == 255  # a bright centre: no bit set
