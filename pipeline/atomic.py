@@ -11,24 +11,36 @@ import tempfile
 from pathlib import Path
 
 
+class TempFile:
+    """A hidden temporary file beside ``target``: write to ``.path``, then :meth:`commit` (fsync and rename
+    over the target) or :meth:`discard`. ``suffix`` lets writers that pick a format by extension see one."""
+
+    def __init__(self, target: str | os.PathLike, suffix: str = ".tmp"):
+        self.target = Path(target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=suffix, dir=self.target.parent)
+        os.close(fd)
+        self.path = Path(tmp)
+
+    def commit(self) -> None:
+        with open(self.path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self.path, self.target)
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = ".tmp"):
-    """Yield a hidden temporary path in the target's folder; on success rename it to ``target``.
-
-    ``suffix`` lets writers that choose a format by extension (OpenCV, HDF5 tools) see the right one.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
+    """Yield a temporary path beside ``target``; on success it is renamed to ``target``, on error deleted."""
+    tmp = TempFile(target, suffix)
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        yield tmp.path
+        tmp.commit()
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.discard()
         raise
 
 

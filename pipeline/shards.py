@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import TempFile
 from .config import SCHEMA_VERSION
 
 LABELS = {"spoof": 0, "live": 1}  # label polarity, also written into every shard
@@ -26,28 +26,69 @@ class ShardError(RuntimeError):
     """A shard that is missing, truncated, or does not follow the schema."""
 
 
+class ShardWriter:
+    """Writes one shard of ``n`` samples in order, a few samples at a time (memory: one call's arrays), to a
+    hidden temporary file that :meth:`commit` renames into place."""
+
+    def __init__(self, path: Path, n: int, image_size: int, depth_size: int, attrs: dict, compression: str = "none"):
+        self.path, self.n, self.filled = Path(path), n, 0
+        self.tmp = TempFile(self.path, suffix=".tmp.h5")
+        self.file = h5py.File(self.tmp.path, "w", track_order=False)
+        options = {} if compression == "none" else {"compression": compression}
+        if compression == "gzip":
+            options["compression_opts"] = 4
+        shapes = {"rgb": (3, image_size, image_size), "hsv": (3, image_size, image_size),
+                  "lbp": (3, image_size, image_size), "depth": (1, depth_size, depth_size),
+                  "label": (), "domain": (), "attack": (), "frame_index": (), "box": (4,), "landmarks": (5, 2),
+                  "score": ()}
+        types = {"frame_index": np.int32, "box": np.float32, "landmarks": np.float32, "score": np.float32}
+        for name in PER_SAMPLE:
+            if name == "video_id":
+                self.file.create_dataset(name, (n,), dtype=h5py.string_dtype("utf-8"), track_times=False)
+                continue
+            shape = shapes[name]
+            chunked = len(shape) > 0 and n > 0
+            self.file.create_dataset(name, (n,) + shape, dtype=types.get(name, np.uint8),
+                                     chunks=(1,) + shape if chunked else None, track_times=False,
+                                     **(options if name in IMAGE_SETS + ("depth",) and n > 0 else {}))
+        meta = {"schema_version": SCHEMA_VERSION, "samples": n, "label_values": json.dumps(LABELS),
+                "attack_values": json.dumps(ATTACKS), "domain_values": json.dumps(DOMAINS), **attrs}
+        for key in sorted(meta):
+            self.file.attrs[key] = meta[key]
+
+    def write(self, samples: dict) -> None:
+        """Append rows: ``samples`` maps every name of PER_SAMPLE to an array (or list) of equal length."""
+        k = len(samples["label"])
+        if self.filled + k > self.n:
+            raise ValueError(f"{self.path}: {self.filled + k} samples written into a shard of {self.n}")
+        for name in PER_SAMPLE:
+            self.file[name][self.filled:self.filled + k] = samples[name]
+        self.filled += k
+
+    def commit(self) -> None:
+        """Close the file and rename it into place; it must be full."""
+        self.file.close()
+        if self.filled != self.n:
+            self.tmp.discard()
+            raise ValueError(f"{self.path}: {self.filled} of {self.n} samples written")
+        self.tmp.commit()
+
+    def abort(self) -> None:
+        """Close and delete the temporary file."""
+        self.file.close()
+        self.tmp.discard()
+
+
 def write_shard(path: Path, samples: dict, attrs: dict, compression: str = "none") -> None:
-    """Atomically write one shard. ``samples`` maps each name of PER_SAMPLE to an array of N rows."""
-    n = len(samples["label"])
-    options = {} if compression == "none" else {"compression": compression}
-    if compression == "gzip":
-        options["compression_opts"] = 4
-    with atomic_path(path, suffix=".tmp.h5") as tmp:
-        with h5py.File(tmp, "w", track_order=False) as f:
-            for name in PER_SAMPLE:
-                data = samples[name]
-                if name == "video_id":
-                    f.create_dataset(name, data=np.array(data, dtype=object), dtype=h5py.string_dtype("utf-8"),
-                                     track_times=False)
-                    continue
-                data = np.ascontiguousarray(data)
-                chunks = (1,) + data.shape[1:] if data.ndim > 1 and n > 0 else None
-                f.create_dataset(name, data=data, chunks=chunks, track_times=False,
-                                 **(options if name in IMAGE_SETS + ("depth",) and n > 0 else {}))
-            meta = {"schema_version": SCHEMA_VERSION, "samples": n, "label_values": json.dumps(LABELS),
-                    "attack_values": json.dumps(ATTACKS), "domain_values": json.dumps(DOMAINS), **attrs}
-            for key in sorted(meta):
-                f.attrs[key] = meta[key]
+    """Atomically write one shard from in-memory arrays (every name of PER_SAMPLE, N rows)."""
+    rgb, depth = np.asarray(samples["rgb"]), np.asarray(samples["depth"])
+    writer = ShardWriter(path, len(samples["label"]), rgb.shape[-1], depth.shape[-1], attrs, compression)
+    try:
+        writer.write(samples)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.commit()
 
 
 def open_shard(path: Path) -> h5py.File:

@@ -13,6 +13,7 @@ import io
 import json
 import time
 import warnings
+from functools import cached_property
 from pathlib import Path
 
 import luigi
@@ -27,7 +28,7 @@ from .extract import VideoJob, extract_video, load_result, result_path
 from .hashing import sha256_file
 from .index import index_dataset, read_table, write_index
 from .provenance import code_version, package_versions
-from .shards import ATTACKS, DOMAINS, LABELS, write_shard
+from .shards import ATTACKS, DOMAINS, LABELS, ShardWriter
 
 _CLIENT = {}
 
@@ -59,7 +60,7 @@ class BuildTask(luigi.Task):
     config = luigi.Parameter(description="build config YAML")
     quiet = luigi.BoolParameter(default=False, significant=False)
 
-    @property
+    @cached_property
     def cfg(self) -> BuildConfig:
         return load_config(self.config)
 
@@ -133,6 +134,9 @@ def depth_backend(cfg: BuildConfig) -> str:
 
 
 class WriteShards(BuildTask):
+    """Streams the per-video results, in build order, into shards of ``samples_per_shard`` samples; memory
+    holds one video at a time, whatever the size of the build."""
+
     def requires(self):
         return {d: ExtractFaces(config=self.config, dataset=d, quiet=self.quiet) for d in sorted(self.cfg.datasets)}
 
@@ -147,67 +151,55 @@ class WriteShards(BuildTask):
             table = read_table(self.requires()[dataset].input().path).set_index("video_id")
             for row in pd.read_csv(target.path, dtype=str).itertuples():
                 videos.append((dataset, row.video_id, cfg.build_dir / "videos" / row.result, table.loc[row.video_id]))
+        total = sum(sample_count(path) for _, _, path, _ in videos)
         backend = depth_backend(cfg)
-        rows, rejects, buffer, shard_no = [], [], _ShardBuffer(), 0
         per = cfg.shards.samples_per_shard
-        bar = tqdm(total=len(videos), unit="video", desc="shards", disable=self.quiet, dynamic_ncols=True)
-        for dataset, video_id, path, meta in videos:
+        rows, rejects, writer, written = [], [], None, 0
+        for dataset, video_id, path, meta in tqdm(videos, unit="video", desc="shards", disable=self.quiet,
+                                                  dynamic_ncols=True):
             arrays, video_rejects, _ = load_result(path)
             rejects += [{"video_id": video_id, "frame_index": i, "reason": why} for i, why in video_rejects]
-            buffer.add(arrays, dataset, video_id, meta)
-            while len(buffer) >= per:
-                rows += self._write(cfg, shard_no, buffer.take(per), backend)
-                shard_no += 1
-            bar.update(1)
-        if len(buffer):
-            rows += self._write(cfg, shard_no, buffer.take(len(buffer)), backend)
-        bar.close()
+            samples = _samples(arrays, dataset, video_id, meta)
+            n, offset = len(samples["label"]), 0
+            while offset < n:
+                if writer is None:
+                    number = written // per
+                    attrs = {"config_hash": cfg.config_hash(), "build": cfg.name, "shard": number,
+                             "depth_backend": backend, "first_sample": f"{video_id}#{samples['frame_index'][offset]}"}
+                    writer = ShardWriter(cfg.build_dir / "shards" / f"shard-{number:05d}.h5", min(per, total - written),
+                                         cfg.face.size, cfg.depth.size, attrs, cfg.shards.compression)
+                take = min(n - offset, writer.n - writer.filled)
+                writer.write({k: v[offset:offset + take] for k, v in samples.items()})
+                rows += [{"shard": writer.path.name, "row": writer.filled - take + i, "video_id": video_id,
+                          "frame_index": int(f), "dataset": dataset, "domain": meta["domain"], "split": meta["split"],
+                          "label": meta["label"], "attack": meta["attack"], "subject": meta["subject"]}
+                         for i, f in enumerate(samples["frame_index"][offset:offset + take])]
+                offset += take
+                written += take
+                if writer.filled == writer.n:
+                    writer.commit()
+                    writer = None
         _write_csv(cfg.build_dir / "shards" / "rejects.csv", rejects, ["video_id", "frame_index", "reason"])
         _write_csv(self.output().path, rows, SAMPLE_COLUMNS)
         self.record_time("shards", time.perf_counter() - start)
-
-    def _write(self, cfg, number, samples, backend):
-        name = f"shard-{number:05d}.h5"
-        attrs = {"config_hash": cfg.config_hash(), "build": cfg.name, "shard": number, "depth_backend": backend,
-                 "first_sample": f"{samples['video_id'][0]}#{samples['frame_index'][0]}"}
-        write_shard(cfg.build_dir / "shards" / name, samples, attrs, cfg.shards.compression)
-        return [{"shard": name, "row": i, "video_id": v, "frame_index": int(f), "dataset": m["dataset"],
-                 "domain": m["domain"], "split": m["split"], "label": m["label"], "attack": m["attack"],
-                 "subject": m["subject"]}
-                for i, (v, f, m) in enumerate(zip(samples["video_id"], samples["frame_index"], samples["meta"]))]
 
 
 SAMPLE_COLUMNS = ["shard", "row", "video_id", "frame_index", "dataset", "domain", "split", "label", "attack",
                   "subject"]
 
 
-class _ShardBuffer:
-    """Samples waiting to be written, in build order; holds at most one shard plus one video."""
+def sample_count(path: Path) -> int:
+    """Samples in a per-video result, reading only its frame index."""
+    with np.load(path) as data:
+        return len(data["frame_index"])
 
-    def __init__(self):
-        self.parts = []
 
-    def __len__(self):
-        return sum(len(p["label"]) for p in self.parts)
-
-    def add(self, arrays, dataset, video_id, meta):
-        n = len(arrays["frame_index"])
-        if n == 0:
-            return
-        info = {"dataset": dataset, "domain": meta["domain"], "split": meta["split"], "label": meta["label"],
-                "attack": meta["attack"], "subject": meta["subject"]}
-        self.parts.append({**arrays, "label": np.full(n, LABELS[meta["label"]], np.uint8),
-                           "domain": np.full(n, DOMAINS[dataset], np.uint8),
-                           "attack": np.full(n, ATTACKS[meta["attack"]], np.uint8),
-                           "video_id": [video_id] * n, "meta": [info] * n})
-
-    def take(self, n):
-        merged = {k: (sum((p[k] for p in self.parts), []) if k in ("video_id", "meta")
-                      else np.concatenate([p[k] for p in self.parts])) for k in self.parts[0]}
-        head = {k: v[:n] for k, v in merged.items()}
-        tail = {k: v[n:] for k, v in merged.items()}
-        self.parts = [tail] if len(tail["label"]) else []
-        return head
+def _samples(arrays: dict, dataset: str, video_id: str, meta) -> dict:
+    """A video's extracted arrays with the per-sample label, domain, attack and video id columns."""
+    n = len(arrays["frame_index"])
+    return {**arrays, "label": np.full(n, LABELS[meta["label"]], np.uint8),
+            "domain": np.full(n, DOMAINS[dataset], np.uint8), "attack": np.full(n, ATTACKS[meta["attack"]], np.uint8),
+            "video_id": np.array([video_id] * n, dtype=object)}
 
 
 class BuildManifest(BuildTask):

@@ -175,3 +175,13 @@ def test_channels():
     peak = flat.copy()
     peak[4, 4, 1] = 200
     assert color_lbp(peak)[1, 4, 4] == 0 and color_lbp(peak)[0, 4, 4] == 255  # a bright centre: no bit set
+
+
+def test_lbp_is_bit_identical_to_scikit_image():
+    from skimage.feature import local_binary_pattern
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (64, 80), dtype=np.uint8), np.full((9, 9), 77, np.uint8),
+              np.tile(np.arange(50, dtype=np.uint8), (30, 1)), (rng.integers(0, 4, (256, 256)) * 60).astype(np.uint8)]
+    for image in images:
+        reference = local_binary_pattern(image, P=8, R=1, method="default").astype(np.uint8)
+        assert np.array_equal(color_lbp(np.dstack([image] * 3))[1], reference)

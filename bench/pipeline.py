@@ -1,0 +1,176 @@
+"""Pipeline benchmark on the demo corpus: frames/s per stage and end to end, the end-to-end rate as a ratio
+to plain OpenCV decoding of the same frames (same run), and peak RSS of the whole build (orchestrator and
+dask workers) as the number of videos grows.
+
+    .venv/bin/python bench/pipeline.py [--corpus build/demo/raw] [--frames 4] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.channels import channels  # noqa: E402
+from pipeline.config import FaceConfig, FrameConfig  # noqa: E402
+from pipeline.demo import DemoConfig, write_demo_corpus  # noqa: E402
+from pipeline.depth import generic_depth  # noqa: E402
+from pipeline.faces import FaceDetector, crop_face, crop_matrix, transform_points  # noqa: E402
+from pipeline.frames import read_frames, select_indices  # noqa: E402
+from pipeline.shards import write_shard  # noqa: E402
+
+DATASETS = ("casia", "replay", "msu", "oulu")
+
+
+def videos_of(corpus: Path) -> list[Path]:
+    exts = {".avi", ".mov", ".mp4"}
+    return sorted(p for d in DATASETS for p in (corpus / d).rglob("*")
+                  if p.suffix.lower() in exts and "enroll" not in p.parts and not p.name.startswith("."))
+
+
+def plain_decode(path: Path, config: FrameConfig) -> int:
+    """The baseline: one OpenCV pass that decodes the frames the policy selects (count known up front)."""
+    capture = cv2.VideoCapture(str(path))
+    wanted = set(select_indices(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), config))
+    index = got = 0
+    while capture.grab():
+        if index in wanted:
+            ok, frame = capture.retrieve()
+            cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            got += 1
+        index += 1
+    return got
+
+
+def stage_rates(videos, frame_config: FrameConfig) -> dict:
+    """Single-process rates of each stage, over the same videos."""
+    rates = {}
+    start = time.perf_counter()
+    n = sum(plain_decode(v, frame_config) for v in videos)
+    rates["plain OpenCV decode"] = n / (time.perf_counter() - start)
+    start = time.perf_counter()
+    decoded = [read_frames(v, frame_config) for v in videos]
+    rates["decode (count + select)"] = n / (time.perf_counter() - start)
+    detector = FaceDetector(FaceConfig(), "cpu")
+    start = time.perf_counter()
+    detections = [detector.detect(d.frames) for d in decoded]
+    rates["MTCNN detect (CPU)"] = n / (time.perf_counter() - start)
+    missed = sum(d is None for dets in detections for d in dets)
+    config = FaceConfig()
+    start = time.perf_counter()
+    crops = []
+    for d, dets in zip(decoded, detections):
+        for frame, det in zip(d.frames, dets):
+            if det is None:
+                continue
+            matrix = crop_matrix(det, config)
+            crops.append((crop_face(frame, matrix, config.size), transform_points(det.landmarks, matrix)))
+    rates["align + crop"] = len(crops) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _, landmarks in crops:
+        generic_depth(landmarks, config.size, 32)
+    rates["depth (generic)"] = len(crops) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    chans = [channels(c) for c, _ in crops]
+    rates["channels (HSV + LBP)"] = len(crops) / (time.perf_counter() - start)
+    samples = {"rgb": np.stack([c["rgb"] for c in chans]), "hsv": np.stack([c["hsv"] for c in chans]),
+               "lbp": np.stack([c["lbp"] for c in chans]), "depth": np.zeros((len(chans), 1, 32, 32), np.uint8),
+               "label": np.zeros(len(chans), np.uint8), "domain": np.zeros(len(chans), np.uint8),
+               "attack": np.zeros(len(chans), np.uint8), "video_id": ["v"] * len(chans),
+               "frame_index": np.zeros(len(chans), np.int32), "box": np.zeros((len(chans), 4), np.float32),
+               "landmarks": np.zeros((len(chans), 5, 2), np.float32), "score": np.zeros(len(chans), np.float32)}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        write_shard(Path(tmp) / "s.h5", samples, {"config_hash": "bench"})
+        rates["shard write (HDF5)"] = len(chans) / (time.perf_counter() - start)
+    return {"frames": n, "missed": missed, **rates}
+
+
+def build_run(corpus: Path, subset: int, frames: int, workers: int, work: Path) -> tuple[int, float, float]:
+    """Build a subset of the corpus (first ``subset`` subjects' worth of videos per dataset) through Luigi + dask;
+    return (samples, seconds, peak RSS of the process tree in MiB)."""
+    roots = {}
+    for dataset in DATASETS:
+        files = [p for p in videos_of(corpus) if p.is_relative_to(corpus / dataset)]
+        keep = files[: max(1, len(files) * subset // 4)]
+        for path in keep:
+            target = work / "raw" / dataset / path.relative_to(corpus / dataset)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+        for extra in ("train_sub_list.txt", "test_sub_list.txt"):
+            if (corpus / dataset / extra).exists():
+                shutil.copy(corpus / dataset / extra, work / "raw" / dataset / extra)
+        roots[dataset] = str(work / "raw" / dataset)
+    config = work / "bench.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "bench", "datasets": roots, "output_dir": str(work / "out"), "manifest_dir": str(work / "manifests"),
+        "frames": {"policy": "even", "count": frames}, "depth": {"backend": "generic"},
+        "compute": {"workers": workers, "device": "cpu"}}))
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "build", "--config", str(config), "--quiet"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=Path(__file__).resolve().parents[1])
+    peak = [0]
+
+    def watch():
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            try:
+                tree = [root] + root.children(recursive=True)
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    process.wait()
+    thread.join()
+    seconds = time.perf_counter() - start
+    if process.returncode:
+        raise SystemExit(f"benchmark build failed (exit {process.returncode})")
+    import json
+    samples = json.loads((work / "manifests/bench/manifest.json").read_text())["samples"]
+    return samples, seconds, peak[0] / 2**20
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("build/demo/raw"))
+    parser.add_argument("--frames", type=int, default=4, help="frames sampled per video")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if not (args.corpus / "demo_corpus.json").exists():
+        write_demo_corpus(args.corpus, DemoConfig(), quiet=True)
+    videos = videos_of(args.corpus)
+    frame_config = FrameConfig(policy="even", count=args.frames)
+    print(f"demo corpus: {len(videos)} videos, {args.frames} frames each; {psutil.cpu_count()} CPU cores")
+    rates = stage_rates(videos, frame_config)
+    print(f"\nstages, one process ({rates.pop('frames')} frames, {rates.pop('missed')} without a face):")
+    for stage, rate in rates.items():
+        print(f"  {stage:<26} {rate:9.1f} frames/s")
+    print(f"\nend to end: python -m pipeline build (Luigi + dask, {args.workers} workers, cold start included)")
+    print(f"  {'videos':>7} {'samples':>8} {'seconds':>8} {'frames/s':>9} {'x plain decode':>15} {'peak RSS MiB':>13}")
+    for quarter in (1, 2, 4):
+        with tempfile.TemporaryDirectory() as tmp:
+            n_videos = sum(max(1, len([v for v in videos if v.is_relative_to(args.corpus / d)]) * quarter // 4)
+                           for d in DATASETS)
+            samples, seconds, rss = build_run(args.corpus, quarter, args.frames, args.workers, Path(tmp))
+            rate = samples / seconds
+            print(f"  {n_videos:>7} {samples:>8} {seconds:>8.1f} {rate:>9.1f} "
+                  f"{rate / rates['plain OpenCV decode']:>15.4f} {rss:>13.0f}")
+
+
+if __name__ == "__main__":
+    main()
