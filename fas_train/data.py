@@ -1,0 +1,152 @@
+"""Shard-backed dataset: samples of a build, selected by rows of its ``samples.csv``.
+
+HDF5 files are opened lazily, in the process that reads them (each DataLoader worker opens its own, with
+fork or spawn), and samples come back as uint8 tensors; :func:`to_device` moves a batch and converts it to
+float in [0, 1] there, so the loader never ships floats.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from pipeline.shards import DOMAINS, SCHEMA_VERSION
+
+
+def load_build(manifest_dir: str | Path) -> tuple[dict, pd.DataFrame]:
+    """A build's manifest and its sample table; errors name the file."""
+    folder = Path(manifest_dir)
+    manifest_path, samples_path = folder / "manifest.json", folder / "samples.csv"
+    for path in (manifest_path, samples_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found (is {folder} a build manifest folder?)")
+    manifest = json.loads(manifest_path.read_text())
+    samples = pd.read_csv(samples_path, dtype={"subject": str, "video_id": str})
+    return manifest, samples
+
+
+class ShardDataset(Dataset):
+    """Samples (rows of a build's sample table) read from its shards.
+
+    Each item: ``image`` (uint8, the ``channels`` stacked: 6 x S x S for rgb + hsv), ``depth`` (uint8 1 x D x D),
+    ``label`` (1 live, 0 spoof), ``domain`` and ``index`` (the row in ``samples``). Labels and domains come from
+    the sample table (``domain`` may be replaced, e.g. by pseudo-domains). With a batch sampler, use
+    :func:`make_loader`: whole batches are read at once (``__getitems__``), uncompressed chunks as raw bytes.
+    """
+
+    def __init__(self, shard_dir: str | Path, samples: pd.DataFrame, channels=("rgb", "hsv")):
+        self.shard_dir = Path(shard_dir)
+        self.samples = samples.reset_index(drop=True)
+        self.channels = tuple(channels)
+        self.shards = self.samples["shard"].to_numpy()
+        self.rows = self.samples["row"].to_numpy(np.int64)
+        self.labels = _label_codes(self.samples["label"])
+        self.domains = _domain_codes(self.samples)
+        self._open: dict[str, dict] = {}
+        self._pid = None
+        first = self._datasets(self.shards[0]) if len(self.samples) else None
+        self.image_shape = (3 * len(self.channels),) + first[self.channels[0]].shape[2:] if first else None
+        self.depth_shape = first["depth"].shape[1:] if first else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _datasets(self, name: str) -> dict:
+        """The open datasets of a shard, in this process (a new worker process never reuses a parent's handle)."""
+        if self._pid != os.getpid():
+            self._open, self._pid = {}, os.getpid()
+        found = self._open.get(name)
+        if found is None:
+            path = self.shard_dir / name
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: shard is missing")
+            handle = h5py.File(path, "r")
+            if handle.attrs.get("schema_version") != SCHEMA_VERSION:
+                raise ValueError(f"{path}: schema version {handle.attrs.get('schema_version')}, expected {SCHEMA_VERSION}")
+            found = {c: handle[c] for c in self.channels + ("depth",)}
+            found["raw"] = all(handle[c].compression is None for c in found)
+            self._open[name] = found
+        return found
+
+    def _read(self, datasets: dict, name: str, row: int, out: np.ndarray) -> None:
+        dataset = datasets[name]
+        if datasets["raw"]:  # the chunk's bytes are the sample: read them straight into the batch
+            dataset.id.read_direct_chunk((row,) + (0,) * (dataset.ndim - 1), out=out.reshape(-1))
+        else:
+            dataset.read_direct(out, source_sel=np.s_[row])
+
+    def __getitems__(self, indices) -> dict:
+        indices = np.asarray(indices, np.int64)
+        image_t = _batch_tensor((len(indices),) + self.image_shape)
+        depth_t = _batch_tensor((len(indices),) + self.depth_shape)
+        image, depth = image_t.numpy(), depth_t.numpy()
+        for k, i in enumerate(indices):
+            datasets = self._datasets(self.shards[i])
+            row = int(self.rows[i])
+            for c, channel in enumerate(self.channels):
+                self._read(datasets, channel, row, image[k, 3 * c:3 * c + 3])
+            self._read(datasets, "depth", row, depth[k])
+        return {"image": image_t, "depth": depth_t,
+                "label": torch.from_numpy(self.labels[indices]), "domain": torch.from_numpy(self.domains[indices]),
+                "index": torch.from_numpy(indices)}
+
+    def __getitem__(self, index: int) -> dict:
+        batch = self.__getitems__([index])
+        return {k: v[0] if k in ("image", "depth") else int(v[0]) for k, v in batch.items()}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_open"], state["_pid"] = {}, None
+        return state
+
+
+def _batch_tensor(shape: tuple) -> torch.Tensor:
+    """An uninitialised uint8 tensor; in a DataLoader worker it lives in shared memory from the start, so
+    handing the batch to the main process copies nothing (as torch's default_collate does)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+def _label_codes(labels: pd.Series) -> np.ndarray:
+    """1 live, 0 spoof, from the text labels of a sample table (or codes already)."""
+    if pd.api.types.is_numeric_dtype(labels):
+        return labels.to_numpy(np.int64)
+    unknown = set(labels) - {"live", "spoof"}
+    if unknown:
+        raise ValueError(f"labels must be 'live' or 'spoof', found {sorted(unknown)}")
+    return (labels == "live").to_numpy(np.int64)
+
+
+def _domain_codes(samples: pd.DataFrame) -> np.ndarray:
+    """Numeric domains when the table has them, else the dataset's code (0 OULU, 1 CASIA, 2 Replay, ...)."""
+    if "domain" in samples and pd.api.types.is_numeric_dtype(samples["domain"]):
+        return samples["domain"].to_numpy(np.int64)
+    return samples["dataset"].map(DOMAINS).to_numpy(np.int64)
+
+
+def keep_batch(batch: dict) -> dict:
+    """The collate function for :meth:`ShardDataset.__getitems__`: the batch is already assembled."""
+    return batch
+
+
+def make_loader(dataset: ShardDataset, batch_sampler, workers: int = 2, **kwargs) -> DataLoader:
+    """A DataLoader that reads whole batches at once from the shards."""
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=keep_batch,
+                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None, **kwargs)
+
+
+def to_device(batch: dict, device: torch.device | str, channels_last: bool = False) -> dict:
+    """Move a batch to ``device`` and convert images and depth to float in [0, 1] there."""
+    image = batch["image"].to(device, non_blocking=True).float().div_(255)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    return {**batch, "image": image, "depth": batch["depth"].to(device, non_blocking=True).float().div_(255),
+            "label": batch["label"].to(device, non_blocking=True), "domain": batch["domain"].to(device, non_blocking=True)}

@@ -1,0 +1,75 @@
+"""Per-domain, per-class balanced batches.
+
+Every batch holds ``per_class`` live and ``per_class`` spoof samples of every domain, laid out domain by
+domain (sorted), live before spoof, so a method can split a batch by domain without looking. Batches are a
+pure function of (seed, epoch, batch number, domain labels): an epoch is reproducible and a run resumes
+mid-epoch with ``set_epoch(epoch, start_batch)``. Domain labels can be replaced each epoch by pseudo-domains
+(``set_domains``), as methods that cluster their own domains need.
+
+Within an epoch a group (domain, class) is walked through a permutation of its samples and reshuffled only
+when exhausted, so no sample repeats in an epoch unless its group is smaller than the epoch's quota
+(``per_class`` x batches). The default epoch is the number of batches the smallest group fills without
+repeating (at least one).
+"""
+from __future__ import annotations
+
+import numpy as np
+from torch.utils.data import Sampler
+
+LIVE, SPOOF = 1, 0
+
+
+class BalancedBatchSampler(Sampler[list[int]]):
+    def __init__(self, domains, labels, per_class: int, seed: int = 0, batches_per_epoch: int | None = None):
+        self.labels = np.asarray(labels, np.int64)
+        if not set(np.unique(self.labels)) <= {LIVE, SPOOF}:
+            raise ValueError("labels must be 1 (live) or 0 (spoof)")
+        if per_class < 1:
+            raise ValueError("per_class must be >= 1")
+        self.per_class, self.seed, self.fixed_length = per_class, seed, batches_per_epoch
+        self.epoch, self.start_batch = 0, 0
+        self.set_domains(domains)
+
+    def set_domains(self, domains) -> None:
+        """Use these domain labels (dataset domains or pseudo-domains) from now on."""
+        domains = np.asarray(domains, np.int64)
+        if domains.shape != self.labels.shape:
+            raise ValueError(f"{len(domains)} domain labels for {len(self.labels)} samples")
+        self.domains = domains
+        self.groups = {}
+        for d in np.unique(domains):
+            for c in (LIVE, SPOOF):
+                members = np.flatnonzero((domains == d) & (self.labels == c))
+                if len(members) == 0:
+                    raise ValueError(f"domain {d} has no {'live' if c == LIVE else 'spoof'} sample: a balanced batch "
+                                     f"needs both classes in every domain")
+                self.groups[(int(d), c)] = members
+
+    @property
+    def batch_size(self) -> int:
+        return self.per_class * len(self.groups)
+
+    def __len__(self) -> int:
+        if self.fixed_length:
+            return self.fixed_length
+        return max(1, min(len(m) for m in self.groups.values()) // self.per_class)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """The epoch the next iteration yields, from batch ``start_batch`` on (resume)."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __iter__(self):
+        batches = self.epoch_batches(self.epoch)
+        yield from batches[self.start_batch:]
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """Every batch of an epoch, as lists of sample indices."""
+        n = len(self)
+        columns = []
+        for g, key in enumerate(sorted(self.groups, key=lambda k: (k[0], -k[1]))):
+            members = self.groups[key]
+            rng = np.random.default_rng([self.seed, epoch, key[0], key[1]])
+            need = n * self.per_class
+            order = np.concatenate([rng.permutation(members) for _ in range(-(-need // len(members)))])[:need]
+            columns.append(order.reshape(n, self.per_class))
+        return np.concatenate(columns, axis=1).tolist()

@@ -1,0 +1,124 @@
+"""Balanced sampler quotas, determinism, resume and pseudo-domains; the shard dataset under DataLoader workers."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fas_train.data import ShardDataset, make_loader, to_device
+from fas_train.sampler import BalancedBatchSampler
+from pipeline.shards import write_shard
+
+# three domains with unequal class sizes: (domain, label) -> count
+SIZES = {(0, 1): 12, (0, 0): 30, (1, 1): 9, (1, 0): 20, (2, 1): 15, (2, 0): 8}
+DOMAINS = np.concatenate([np.full(n, d) for (d, _), n in SIZES.items()])
+LABELS = np.concatenate([np.full(n, c) for (_, c), n in SIZES.items()])
+
+
+def test_every_batch_meets_the_quota_in_domain_order():
+    sampler = BalancedBatchSampler(DOMAINS, LABELS, per_class=2, seed=1)
+    assert len(sampler) == 4 and sampler.batch_size == 12  # smallest group (8) // 2
+    for batch in sampler:
+        assert [(int(DOMAINS[i]), int(LABELS[i])) for i in batch] == \
+            [(d, c) for d in (0, 1, 2) for c in (1, 0) for _ in range(2)]
+
+
+def test_no_repeats_within_an_epoch_unless_a_group_is_too_small():
+    sampler = BalancedBatchSampler(DOMAINS, LABELS, per_class=2, seed=1)
+    drawn = np.concatenate(list(sampler))
+    assert len(drawn) == len(set(drawn))
+    longer = BalancedBatchSampler(DOMAINS, LABELS, per_class=2, seed=1, batches_per_epoch=6)  # quota 12 per group
+    drawn = np.concatenate(list(longer))
+    counts = pd.Series(drawn).value_counts()
+    repeated = set(zip(DOMAINS[counts[counts > 1].index], LABELS[counts[counts > 1].index]))
+    assert repeated == {(1, 1), (2, 0)}  # only the groups of 9 and 8 samples, smaller than 12
+    assert counts.max() == 2
+
+
+def test_batches_are_deterministic_per_seed_and_epoch_and_resume_mid_epoch():
+    a = BalancedBatchSampler(DOMAINS, LABELS, per_class=3, seed=7)
+    b = BalancedBatchSampler(DOMAINS, LABELS, per_class=3, seed=7)
+    assert list(a) == list(b)
+    a.set_epoch(1)
+    assert list(a) != list(b)
+    full = list(a)
+    a.set_epoch(1, start_batch=1)
+    assert list(a) == full[1:]
+    assert list(BalancedBatchSampler(DOMAINS, LABELS, per_class=3, seed=8)) != list(b)
+
+
+def test_pseudo_domains_change_the_batches():
+    sampler = BalancedBatchSampler(DOMAINS, LABELS, per_class=2, seed=0)
+    before = list(sampler)
+    pseudo = (np.arange(len(LABELS)) % 2)  # two pseudo-domains cutting across datasets
+    sampler.set_domains(pseudo)
+    after = list(sampler)
+    assert after != before and sampler.batch_size == 8
+    for batch in after:
+        assert [(int(pseudo[i]), int(LABELS[i])) for i in batch] == [(d, c) for d in (0, 1) for c in (1, 0) for _ in range(2)]
+    with pytest.raises(ValueError, match="domain 0 has no spoof sample"):
+        sampler.set_domains(np.where(LABELS == 0, 5, pseudo))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(2):
+        n = 40
+        data = {"rgb": rng.integers(0, 256, (n, 3, 16, 16), dtype=np.uint8),
+                "hsv": rng.integers(0, 256, (n, 3, 16, 16), dtype=np.uint8),
+                "lbp": rng.integers(0, 256, (n, 3, 16, 16), dtype=np.uint8),
+                "depth": rng.integers(0, 256, (n, 1, 4, 4), dtype=np.uint8),
+                "label": (np.arange(n) % 2).astype(np.uint8), "domain": (np.arange(n) // 20 + 2 * s).astype(np.uint8),
+                "attack": np.zeros(n, np.uint8), "video_id": np.array([f"v{s}{i}" for i in range(n)], dtype=object),
+                "frame_index": np.zeros(n, np.int32), "box": np.zeros((n, 4), np.float32),
+                "landmarks": np.zeros((n, 5, 2), np.float32), "score": np.ones(n, np.float32)}
+        write_shard(folder / f"shard-{s:05d}.h5", data, {"config_hash": "t"})
+        rows += [{"shard": f"shard-{s:05d}.h5", "row": i, "label": int(data["label"][i]),
+                  "domain": int(data["domain"][i])} for i in range(n)]
+    return folder, pd.DataFrame(rows)
+
+
+def test_dataset_reads_the_right_rows(shards):
+    folder, samples = shards
+    dataset = ShardDataset(folder, samples, channels=("rgb", "hsv"))
+    item = dataset[45]
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (6, 16, 16)
+    assert (item["label"], item["domain"]) == (samples.loc[45, "label"], samples.loc[45, "domain"])
+    with h5py.File(folder / "shard-00001.h5", "r") as f:  # row 5 of the second shard
+        assert np.array_equal(item["image"][:3].numpy(), f["rgb"][5]) and np.array_equal(item["image"][3:].numpy(), f["hsv"][5])
+        assert np.array_equal(item["depth"].numpy(), f["depth"][5])
+    batch = to_device(dataset.__getitems__([0, 1]), "cpu")
+    assert batch["image"].dtype == torch.float32 and 0 <= batch["image"].min() and batch["image"].max() <= 1
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_loader_workers_give_the_same_batches(shards, context):
+    folder, samples = shards
+    dataset = ShardDataset(folder, samples)
+    sampler = BalancedBatchSampler(samples["domain"], samples["label"], per_class=2, seed=3)
+    serial = [b["index"].tolist() for b in make_loader(dataset, sampler, workers=0)]
+    parallel = list(make_loader(dataset, sampler, workers=2, multiprocessing_context=context))
+    assert [b["index"].tolist() for b in parallel] == serial
+    first = torch.stack([dataset[i]["image"] for i in serial[0]])
+    assert torch.equal(parallel[0]["image"], first)
+
+
+@pytest.mark.parametrize("compression", ["lzf", "gzip"])
+def test_compressed_shards_read_the_same_samples(tmp_path, compression):
+    rng = np.random.default_rng(5)
+    n = 6
+    data = {"rgb": rng.integers(0, 256, (n, 3, 8, 8), dtype=np.uint8), "hsv": rng.integers(0, 256, (n, 3, 8, 8), dtype=np.uint8),
+            "lbp": rng.integers(0, 256, (n, 3, 8, 8), dtype=np.uint8), "depth": rng.integers(0, 256, (n, 1, 4, 4), dtype=np.uint8),
+            "label": np.array([1, 0] * 3, np.uint8), "domain": np.zeros(n, np.uint8), "attack": np.zeros(n, np.uint8),
+            "video_id": np.array(["v"] * n, dtype=object), "frame_index": np.arange(n, dtype=np.int32),
+            "box": np.zeros((n, 4), np.float32), "landmarks": np.zeros((n, 5, 2), np.float32), "score": np.ones(n, np.float32)}
+    write_shard(tmp_path / "c.h5", data, {"config_hash": "t"}, compression=compression)
+    samples = pd.DataFrame({"shard": "c.h5", "row": range(n), "label": data["label"], "domain": 0})
+    batch = ShardDataset(tmp_path, samples, channels=("rgb", "lbp")).__getitems__([4, 1])
+    assert np.array_equal(batch["image"][0, :3].numpy(), data["rgb"][4])
+    assert np.array_equal(batch["image"][1, 3:].numpy(), data["lbp"][1])
+    assert np.array_equal(batch["depth"][0].numpy(), data["depth"][4]) and batch["label"].tolist() == [1, 0]
