@@ -1,0 +1,70 @@
+"""RFM's three networks (Shao et al., AAAI 2020), as in the authors' public code: a feature extractor
+whose three blocks feed a depth estimator (concatenated at 32 x 32) and whose last block feeds the meta
+learner, which outputs one live-vs-spoof logit (positive = live)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class FeatureExtractor(nn.Module):
+    """6 x 256 x 256 (RGB + HSV) -> (384 x 32 x 32 for the depth estimator, 128 x 32 x 32 for the meta learner)."""
+
+    def __init__(self, in_channels: int = 6, width: int = 64, block=(128, 196, 128)):
+        super().__init__()
+        self.stem = conv_bn_relu(in_channels, width)
+        blocks, cin = [], width
+        for _ in range(3):
+            blocks.append(nn.Sequential(conv_bn_relu(cin, block[0]), conv_bn_relu(block[0], block[1]),
+                                        conv_bn_relu(block[1], block[2]), nn.MaxPool2d(2)))
+            cin = block[2]
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = (3 * block[2], block[2])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.stem(x)
+        outputs = []
+        for block in self.blocks:
+            x = block(x)
+            outputs.append(x)
+        size = outputs[-1].shape[-2:]
+        for_depth = torch.cat([F.adaptive_avg_pool2d(o, size) for o in outputs], dim=1)
+        return for_depth, outputs[-1]
+
+
+class DepthEstimator(nn.Module):
+    """384 x 32 x 32 -> 1 x 32 x 32 (conv 384 -> 128 -> 64 -> 1, each with BN and ReLU, as released)."""
+
+    def __init__(self, in_channels: int = 384):
+        super().__init__()
+        self.net = nn.Sequential(conv_bn_relu(in_channels, 128), conv_bn_relu(128, 64), conv_bn_relu(64, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MetaLearner(nn.Module):
+    """128 x 32 x 32 -> one logit (positive = live)."""
+
+    def __init__(self, in_channels: int = 128):
+        super().__init__()
+        self.features = nn.Sequential(conv_bn_relu(in_channels, 128), nn.MaxPool2d(2), conv_bn_relu(128, 256),
+                                      nn.MaxPool2d(2), conv_bn_relu(256, 512), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(512, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x)).squeeze(1)
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform weights for convolutions and linear layers, zero biases (the authors' initialisation)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
