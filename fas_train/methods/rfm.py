@@ -29,6 +29,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from .base import check_finite
+
 
 @dataclass(frozen=True)
 class RFMConfig:
@@ -40,6 +42,14 @@ class RFMConfig:
     aggregated: bool = False
     meta: bool = True
     depth: bool = True
+
+
+def depth_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE against the depth target, average-pooled to the prediction's size when they differ (a network fed
+    crops smaller than 256 predicts a smaller map than the stored 32 x 32)."""
+    if target.shape[-2:] != predicted.shape[-2:]:
+        target = F.adaptive_avg_pool2d(target, predicted.shape[-2:])
+    return F.mse_loss(predicted, target.to(predicted.dtype))
 
 
 class RFM(nn.Module):
@@ -77,7 +87,7 @@ class RFM(nn.Module):
             loss = F.binary_cross_entropy_with_logits(functional_call(self.meta, params, (for_meta,)), y[mask])
             cls_train = cls_train + loss
             if cfg.depth:
-                dep_train = dep_train + F.mse_loss(self.depth(for_depth), target[mask])
+                dep_train = dep_train + depth_loss(self.depth(for_depth), target[mask])
             if cfg.meta:
                 grads = torch.autograd.grad(loss, list(params.values()), create_graph=cfg.second_order,
                                             retain_graph=True)
@@ -91,7 +101,7 @@ class RFM(nn.Module):
                 cls_test = cls_test + F.binary_cross_entropy_with_logits(
                     functional_call(self.meta, fast, (for_meta,)), y[mask])
             if cfg.depth:
-                dep_test = F.mse_loss(self.depth(for_depth), target[mask])
+                dep_test = depth_loss(self.depth(for_depth), target[mask])
         total = (cls_train + cfg.depth_weight * dep_train
                  + cfg.test_weight * (cls_test + cfg.depth_weight * dep_test))
         return {"total": total, "cls_train": cls_train, "dep_train": dep_train, "cls_test": cls_test,
@@ -102,10 +112,11 @@ class RFM(nn.Module):
         self.train()
         groups, test = self.split_domains(batch["domain"])
         losses = self.objective(batch, groups, test)
+        values = check_finite(losses)  # before the step: a NaN never reaches the weights
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.optimizer.step()
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return values
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,9 +40,10 @@ class FeatureExtractor(nn.Module):
 class DepthEstimator(nn.Module):
     """384 x 32 x 32 -> 1 x 32 x 32 (conv 384 -> 128 -> 64 -> 1, each with BN and ReLU, as released)."""
 
-    def __init__(self, in_channels: int = 384):
+    def __init__(self, in_channels: int = 384, widths=(128, 64)):
         super().__init__()
-        self.net = nn.Sequential(conv_bn_relu(in_channels, 128), conv_bn_relu(128, 64), conv_bn_relu(64, 1))
+        self.net = nn.Sequential(conv_bn_relu(in_channels, widths[0]), conv_bn_relu(widths[0], widths[1]),
+                                 conv_bn_relu(widths[1], 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -51,11 +52,12 @@ class DepthEstimator(nn.Module):
 class MetaLearner(nn.Module):
     """128 x 32 x 32 -> one logit (positive = live)."""
 
-    def __init__(self, in_channels: int = 128):
+    def __init__(self, in_channels: int = 128, widths=(128, 256, 512)):
         super().__init__()
-        self.features = nn.Sequential(conv_bn_relu(in_channels, 128), nn.MaxPool2d(2), conv_bn_relu(128, 256),
-                                      nn.MaxPool2d(2), conv_bn_relu(256, 512), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.classifier = nn.Linear(512, 1)
+        a, b, c = widths
+        self.features = nn.Sequential(conv_bn_relu(in_channels, a), nn.MaxPool2d(2), conv_bn_relu(a, b),
+                                      nn.MaxPool2d(2), conv_bn_relu(b, c), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(c, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x)).squeeze(1)
@@ -68,3 +70,22 @@ def xavier_init(module: nn.Module) -> None:
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+SIZES = {  # "paper": the released networks; "small": the same layout at a quarter of the width, for CPU demos
+    "paper": {"width": 64, "block": (128, 196, 128), "depth": (128, 64), "meta": (128, 256, 512)},
+    "small": {"width": 16, "block": (32, 48, 32), "depth": (32, 16), "meta": (32, 64, 128)},
+}
+
+
+def rfm_networks(size: str = "paper", in_channels: int = 6) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """Feature extractor, depth estimator and meta learner of a size preset, Xavier-initialised."""
+    if size not in SIZES:
+        raise ValueError(f"unknown network size {size!r}; known: {sorted(SIZES)}")
+    s = SIZES[size]
+    feature = FeatureExtractor(in_channels, s["width"], s["block"])
+    depth = DepthEstimator(feature.out_channels[0], s["depth"])
+    meta = MetaLearner(feature.out_channels[1], s["meta"])
+    for net in (feature, depth, meta):
+        xavier_init(net)
+    return feature, depth, meta

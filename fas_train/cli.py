@@ -1,0 +1,72 @@
+"""Command line of the trainer: ``python -m fas_train train|eval``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .methods import METHODS
+from .train import RunConfig, TrainingStopped
+
+
+def _cmd_train(args) -> int:
+    from .train import run
+    values = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
+    result = run(RunConfig(**values))
+    _print(result, Path(args.out))
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .train import evaluate_run
+    result = evaluate_run(Path(args.run))
+    _print(result, Path(args.run))
+    return 0
+
+
+def _print(result: dict, out: Path) -> None:
+    video, frame = result["metrics"]["video"], result["metrics"]["frame"]
+    print(f"{result['method']} on {result['protocol']} ({result['variant']} splits); selection: {result['selection']}")
+    print(f"  video level: AUC {video['auc']:.4f}  HTER@target-EER-threshold {video['hter_at_target_eer_threshold']:.4f}  "
+          f"HTER@source-threshold {video['hter_at_source_threshold']:.4f}  ACER {video['acer']:.4f}")
+    print(f"  frame level: AUC {frame['auc']:.4f}  EER {frame['eer']:.4f}")
+    print(f"  report: {out / 'report.json'}  scores: {out / 'scores.csv'}  ROC: {out / 'roc.png'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fas_train", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a method on a protocol (resumes from --out)")
+    train.add_argument("--method", required=True, choices=sorted(METHODS))
+    train.add_argument("--build", required=True, help="a build's manifest folder, e.g. data_manifests/demo/builds/demo")
+    train.add_argument("--protocol", required=True, help="a protocol config, e.g. configs/protocols/mico_OCI_to_M.yaml")
+    train.add_argument("--out", required=True, help="run folder (checkpoints, metrics, report)")
+    train.add_argument("--variant", default=None, help="split variant of the protocol (default: its default_variant)")
+    train.add_argument("--steps", type=int, default=1000)
+    train.add_argument("--eval-every", dest="eval_every", type=int, default=100)
+    train.add_argument("--per-class", dest="per_class", type=int, default=10)
+    train.add_argument("--network", choices=["paper", "small"], default="paper")
+    train.add_argument("--input-size", dest="input_size", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--workers", type=int, default=2)
+    train.add_argument("--device", default="auto")
+    train.add_argument("--select-on-target", dest="select_on_target", action="store_true",
+                       help="ORACLE mode: pick the checkpoint on the target test set (labelled in every output)")
+    train.set_defaults(handler=_cmd_train)
+    evaluate = commands.add_parser("eval", help="evaluate a run's best checkpoint on its protocol's target")
+    evaluate.add_argument("--run", required=True, help="run folder written by train")
+    evaluate.set_defaults(handler=_cmd_eval)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except TrainingStopped as err:
+        print(f"training stopped: {err}", file=sys.stderr)
+        return 3
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

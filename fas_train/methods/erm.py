@@ -1,0 +1,52 @@
+"""ERM: the plain baseline on RFM's networks, binary cross-entropy over every source domain pooled, with an
+optional depth loss (``depth_weight``; 0 by default, the plain baseline)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .base import check_finite
+from .rfm import depth_loss
+
+
+@dataclass(frozen=True)
+class ERMConfig:
+    lr: float = 1e-3
+    depth_weight: float = 0.0
+
+
+class ERM(nn.Module):
+    def __init__(self, feature: nn.Module, depth: nn.Module, meta: nn.Module, config: ERMConfig = ERMConfig(),
+                 seed: int = 0):
+        super().__init__()
+        self.feature, self.depth, self.meta, self.config = feature, depth, meta, config
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
+        self.generator = torch.Generator().manual_seed(seed)  # unused; kept so every method checkpoints alike
+
+    def objective(self, batch: dict) -> dict:
+        x = batch["image"]
+        for_depth, for_meta = self.feature(x)
+        cls = F.binary_cross_entropy_with_logits(self.meta(for_meta), batch["label"].to(x.dtype))
+        dep = depth_loss(self.depth(for_depth), batch["depth"]) if self.config.depth_weight else x.new_zeros(())
+        return {"total": cls + self.config.depth_weight * dep, "cls": cls, "dep": dep}
+
+    def update(self, batch: dict) -> dict:
+        """One step over the pooled batch; returns the losses."""
+        self.train()
+        losses = self.objective(batch)
+        values = check_finite(losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        self.optimizer.step()
+        return values
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.eval()
+        return torch.sigmoid(self.meta(self.feature(x)[1]))
+
+    def hparams(self) -> dict:
+        return asdict(self.config)

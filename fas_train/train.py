@@ -1,0 +1,243 @@
+"""The training loop: balanced batches from the shards, one ``method.update`` per step, honest model selection.
+
+- Source data are split by subject into train and validation (the protocol's holdout). Every ``eval_every``
+  steps the validation part is scored; the best checkpoint (lowest validation EER, then highest AUC) and
+  its EER threshold (the deployable one) are kept. The target is looked at only once, at the end, unless
+  ``select_on_target`` (the oracle mode of the public code) is asked for, which every output then says.
+- ``checkpoint.pt`` (networks, optimiser, the method's generator, step, sampler position, RNG state) is
+  written at every evaluation and on a non-finite loss, atomically; a run started again with the same
+  output folder resumes where it stopped, with the same next batches and losses.
+- Metrics go to ``metrics.jsonl`` and ``metrics.csv`` (one row per step and per evaluation; after a resume,
+  rows logged after the last checkpoint appear again: the last row of a (step, kind) counts).
+- bf16 autocast and channels-last on CUDA, fp32 on the CPU.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import BatchSampler, SequentialSampler
+
+from pipeline.atomic import atomic_path, write_json
+
+from .data import ShardDataset, load_build, make_loader, to_device
+from .methods import METHODS, NonFiniteLoss
+from .metrics import auc, eer, report, video_level
+from .models import rfm_networks
+from .protocols import holdout_by_subject, load_protocol
+from .sampler import BalancedBatchSampler
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str
+    build: str  # a build's manifest folder
+    protocol: str  # a protocol YAML
+    out: str
+    variant: str | None = None
+    steps: int = 1000
+    eval_every: int = 100
+    per_class: int = 10
+    network: str = "paper"
+    input_size: int = 0  # 0: the stored crop size; else images are resized on the device
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    select_on_target: bool = False
+
+
+class TrainingStopped(RuntimeError):
+    """A run stopped on a non-finite loss, after writing its checkpoint."""
+
+
+def resolve_device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def build_method(cfg: RunConfig):
+    cls, config_cls = METHODS[cfg.method] if cfg.method in METHODS else (None, None)
+    if cls is None:
+        raise ValueError(f"unknown method {cfg.method!r}; known: {sorted(METHODS)}")
+    torch.manual_seed(cfg.seed)
+    return cls(*rfm_networks(cfg.network), config_cls(), seed=cfg.seed)
+
+
+def prepare(cfg: RunConfig, device: torch.device, batch: dict) -> dict:
+    batch = to_device(batch, device, channels_last=device.type == "cuda")
+    if cfg.input_size and batch["image"].shape[-1] != cfg.input_size:
+        batch["image"] = torch.nn.functional.interpolate(batch["image"], size=cfg.input_size, mode="bilinear",
+                                                         antialias=True, align_corners=False)
+    return batch
+
+
+def score(method, dataset: ShardDataset, cfg: RunConfig, device: torch.device, batch_size: int = 64) -> np.ndarray:
+    """Live probabilities of every sample of ``dataset``, in order."""
+    loader = make_loader(dataset, BatchSampler(SequentialSampler(range(len(dataset))), batch_size, False),
+                         workers=0)
+    out = []
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for batch in loader:
+            out.append(method.predict(prepare(cfg, device, batch)["image"]).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def frame_table(samples: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"video_id": samples["video_id"].to_numpy(), "frame_index": samples["frame_index"].to_numpy(),
+                         "label": (samples["label"] == "live").astype(int).to_numpy(),
+                         "attack": samples["attack"].to_numpy(), "score": scores})
+
+
+def run(cfg: RunConfig) -> dict:
+    """Train (or resume) and evaluate; return the final report."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    manifest, samples = load_build(cfg.build)
+    protocol = load_protocol(cfg.protocol, cfg.variant)
+    train_rows, val_rows = holdout_by_subject(protocol.source_samples(samples), protocol.holdout_fraction,
+                                              protocol.holdout_seed)
+    target_rows = protocol.target_samples(samples)
+    shard_dir = manifest["shard_dir"]
+    train_set, val_set, target_set = (ShardDataset(shard_dir, rows) for rows in (train_rows, val_rows, target_rows))
+    sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class, seed=cfg.seed)
+    method = build_method(cfg).to(device)
+    state = {"step": 0, "best": None}
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists():
+        state = load_checkpoint(checkpoint, method)
+    else:
+        write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
+                                      "build": manifest["build"], "config_hash": manifest["config_hash"],
+                                      "selection": selection_name(cfg), "hparams": method.hparams(),
+                                      "train_samples": len(train_rows), "validation_samples": len(val_rows),
+                                      "target_samples": len(target_rows)})
+    per_epoch = len(sampler)
+    loader = None
+    while state["step"] < cfg.steps:
+        epoch, start = divmod(state["step"], per_epoch)
+        sampler.set_epoch(epoch, start)
+        loader = make_loader(train_set, sampler, workers=cfg.workers)
+        for batch in loader:
+            step = state["step"] + 1
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                try:
+                    losses = method.update(prepare(cfg, device, batch))
+                except NonFiniteLoss as err:
+                    save_checkpoint(checkpoint, method, state)
+                    ids = train_rows.iloc[batch["index"].numpy()]["video_id"].tolist()
+                    raise TrainingStopped(f"step {step}: non-finite loss {err.losses}; batch videos {ids[:8]}...; "
+                                          f"checkpoint of step {state['step']} written to {checkpoint}") from None
+            state["step"] = step
+            log(out, {"step": step, "epoch": epoch, "kind": "train", **losses})
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_set, target_rows, out)
+                save_checkpoint(checkpoint, method, state)
+            if step >= cfg.steps:
+                break
+    return final_report(cfg, device, method, state, target_set, target_rows, out, protocol)
+
+
+def selection_name(cfg: RunConfig) -> str:
+    return ("ORACLE: checkpoint selected on the target test set" if cfg.select_on_target
+            else "source validation (subjects held out of the source domains)")
+
+
+def evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_set, target_rows, out):
+    rows, scores_ = (target_rows, score(method, target_set, cfg, device)) if cfg.select_on_target else \
+        (val_rows, score(method, val_set, cfg, device))
+    labels = (rows["label"] == "live").astype(int).to_numpy()
+    rate, threshold = eer(scores_, labels)
+    entry = {"step": state["step"], "kind": "select_on_target" if cfg.select_on_target else "validation",
+             "eer": rate, "auc": auc(scores_, labels), "threshold": threshold}
+    log(out, entry)
+    best = state["best"]
+    if best is None or (entry["eer"], -entry["auc"]) < (best["eer"], -best["auc"]):
+        state["best"] = entry
+        with atomic_path(out / "best.pt", suffix=".tmp.pt") as tmp:
+            torch.save(method.state_dict(), tmp)
+
+
+def final_report(cfg, device, method, state, target_set, target_rows, out, protocol) -> dict:
+    method.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True))
+    frames = frame_table(target_rows, score(method, target_set, cfg, device))
+    with atomic_path(out / "scores.csv") as tmp:
+        frames.to_csv(tmp, index=False)
+    threshold = state["best"]["threshold"]
+    result = {"protocol": protocol.name, "variant": protocol.variant, "method": cfg.method,
+              "selection": selection_name(cfg), "best_step": state["best"]["step"],
+              "deployable_threshold": threshold, "metrics": report(frames, source_threshold=threshold)}
+    write_json(out / "report.json", result)
+    plot_roc(frames, out / "roc.png", f"{cfg.method} {protocol.name} ({protocol.variant})")
+    return result
+
+
+def plot_roc(frames: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for level, table in (("frame", frames), ("video", video_level(frames))):
+        far, tpr, _ = roc_curve(table["label"], table["score"])
+        ax.plot(far, tpr, label=level)
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="attacks accepted (FAR)", ylabel="live accepted (1 - FRR)", title=title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
+def log(out: Path, entry: dict) -> None:
+    """Append one metrics row to metrics.jsonl and metrics.csv."""
+    with open(out / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(entry, sort_keys=True) + "\n")
+    path = out / "metrics.csv"
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["step", "kind", "name", "value"])
+        for name, value in entry.items():
+            if name not in ("step", "kind") and isinstance(value, (int, float)) and math.isfinite(value):
+                writer.writerow([entry["step"], entry["kind"], name, value])
+
+
+def save_checkpoint(path: Path, method, state: dict) -> None:
+    with atomic_path(path, suffix=".tmp.pt") as tmp:
+        torch.save({"method": method.state_dict(), "optimizer": method.optimizer.state_dict(),
+                    "generator": method.generator.get_state(), "state": state,
+                    "torch_rng": torch.get_rng_state()}, tmp)
+
+
+def load_checkpoint(path: Path, method) -> dict:
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    method.load_state_dict(data["method"])
+    method.optimizer.load_state_dict(data["optimizer"])
+    method.generator.set_state(data["generator"])
+    torch.set_rng_state(data["torch_rng"])
+    return data["state"]
+
+
+def evaluate_run(out: Path) -> dict:
+    """Evaluate a finished (or interrupted) run's best checkpoint on its protocol's target."""
+    meta_path = out / "run.json"
+    if not meta_path.is_file() or not (out / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"{out}: not a run folder (run.json and checkpoint.pt are needed)")
+    cfg = RunConfig(**json.loads(meta_path.read_text())["config"])
+    device = resolve_device(cfg.device)
+    manifest, samples = load_build(cfg.build)
+    protocol = load_protocol(cfg.protocol, cfg.variant)
+    target_rows = protocol.target_samples(samples)
+    method = build_method(cfg).to(device)
+    state = load_checkpoint(out / "checkpoint.pt", method)
+    return final_report(cfg, device, method, state, ShardDataset(manifest["shard_dir"], target_rows), target_rows,
+                        out, protocol)

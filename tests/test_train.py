@@ -1,0 +1,78 @@
+"""The training loop on a real (small) build: resume equals an uninterrupted run, outputs name the model
+selection, and a non-finite loss stops a step before it reaches the weights."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from fas_train.methods import NonFiniteLoss, RFM, RFMConfig
+from fas_train.models import rfm_networks
+from fas_train.train import RunConfig, run
+
+PROTOCOL = "configs/protocols/mico_OCI_to_M.yaml"
+
+
+@pytest.fixture(scope="module")
+def build(corpus, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trainbuild")
+    config = {"name": "b", "datasets": {d: str(corpus / d) for d in ("casia", "replay", "msu", "oulu")},
+              "output_dir": str(tmp / "out"), "manifest_dir": str(tmp / "manifests"),
+              "frames": {"policy": "even", "count": 2}, "face": {"size": 64}, "depth": {"backend": "generic"},
+              "compute": {"workers": 2, "device": "cpu"}}
+    (tmp / "b.yaml").write_text(yaml.safe_dump(config))
+    subprocess.run([sys.executable, "-m", "pipeline", "build", "--config", str(tmp / "b.yaml"), "--quiet"],
+                   check=True, capture_output=True, timeout=300)
+    return tmp / "manifests" / "b"
+
+
+def config(build, out, steps, **kw):
+    return RunConfig(method="rfm", build=str(build), protocol=PROTOCOL, out=str(out), steps=steps, eval_every=3,
+                     per_class=2, network="small", input_size=32, workers=0, device="cpu", **kw)
+
+
+def train_rows(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if r["kind"] == "train"}
+
+
+def test_resume_gives_the_same_batches_and_losses(build, tmp_path):
+    run(config(build, tmp_path / "straight", 7))
+    run(config(build, tmp_path / "resumed", 3))  # stops after the checkpoint of step 3, as a killed run would
+    run(config(build, tmp_path / "resumed", 7))
+    straight, resumed = train_rows(tmp_path / "straight"), train_rows(tmp_path / "resumed")
+    assert set(straight) == set(resumed) == set(range(1, 8))
+    for step in range(1, 8):
+        assert resumed[step]["total"] == pytest.approx(straight[step]["total"], rel=1e-6, abs=1e-9), step
+    assert json.loads((tmp_path / "straight/report.json").read_text())["best_step"] in (3, 6, 7)
+
+
+def test_outputs_name_the_selection_and_oracle_mode(build, tmp_path):
+    honest = run(config(build, tmp_path / "honest", 3))
+    oracle = run(config(build, tmp_path / "oracle", 3, select_on_target=True))
+    assert honest["selection"].startswith("source validation") and oracle["selection"].startswith("ORACLE")
+    assert json.loads((tmp_path / "oracle/run.json").read_text())["selection"].startswith("ORACLE")
+    for key in ("auc", "eer", "hter_at_target_eer_threshold", "hter_at_source_threshold", "apcer", "bpcer", "acer"):
+        assert key in honest["metrics"]["video"] and key in honest["metrics"]["frame"]
+    assert (tmp_path / "honest/roc.png").stat().st_size > 0 and (tmp_path / "honest/scores.csv").exists()
+    result = subprocess.run([sys.executable, "-m", "fas_train", "eval", "--run", str(tmp_path / "honest")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "HTER@source-threshold" in result.stdout
+
+
+def test_a_non_finite_loss_never_reaches_the_weights():
+    torch.manual_seed(0)
+    method = RFM(*rfm_networks("small"), RFMConfig())
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    batch = {"image": torch.rand(8, 6, 32, 32), "depth": torch.rand(8, 1, 32, 32),
+             "label": torch.tensor([1, 1, 0, 0] * 2), "domain": torch.tensor([0] * 4 + [1] * 4)}
+    batch["image"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLoss):
+        method.update(batch)
+    after = method.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("num_batches_tracked")
+               and "running" not in k)
