@@ -41,7 +41,7 @@ def summary(cfg) -> str:
     rejects = manifest["rejects"]
     lines = [f"build {cfg.name!r}: {manifest['samples']} samples in {len(manifest['shards'])} shard(s) under "
              f"{manifest['shard_dir']}",
-             f"  sources: " + ", ".join(f"{d} {s['videos']} videos" for d, s in manifest["sources"].items()),
+             "  sources: " + ", ".join(f"{d} {s['videos']} videos" for d, s in manifest["sources"].items()),
              f"  depth backend: {manifest['depth_backend']}; config hash {manifest['config_hash'][:12]}",
              f"  skipped: {rejects['frames']} frame(s), {rejects['videos']} video(s)"]
     lines += [f"    {n} x {reason}" for reason, n in rejects["by_reason"].items()]

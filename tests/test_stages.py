@@ -7,7 +7,6 @@ import warnings
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.spatial import Delaunay
 

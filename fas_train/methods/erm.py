@@ -2,13 +2,13 @@
 optional depth loss (``depth_weight``; 0 by default, the plain baseline)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import check_finite
+from .base import Method
 from .rfm import depth_loss
 
 
@@ -18,7 +18,7 @@ class ERMConfig:
     depth_weight: float = 0.0
 
 
-class ERM(nn.Module):
+class ERM(Method):
     def __init__(self, feature: nn.Module, depth: nn.Module, meta: nn.Module, config: ERMConfig = ERMConfig(),
                  seed: int = 0):
         super().__init__()
@@ -26,27 +26,9 @@ class ERM(nn.Module):
         self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
         self.generator = torch.Generator().manual_seed(seed)  # unused; kept so every method checkpoints alike
 
-    def objective(self, batch: dict) -> dict:
+    def losses(self, batch: dict) -> dict:
         x = batch["image"]
         for_depth, for_meta = self.feature(x)
         cls = F.binary_cross_entropy_with_logits(self.meta(for_meta), batch["label"].to(x.dtype))
         dep = depth_loss(self.depth(for_depth), batch["depth"]) if self.config.depth_weight else x.new_zeros(())
         return {"total": cls + self.config.depth_weight * dep, "cls": cls, "dep": dep}
-
-    def update(self, batch: dict) -> dict:
-        """One step over the pooled batch; returns the losses."""
-        self.train()
-        losses = self.objective(batch)
-        values = check_finite(losses)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        self.optimizer.step()
-        return values
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        self.eval()
-        return torch.sigmoid(self.meta(self.feature(x)[1]))
-
-    def hparams(self) -> dict:
-        return asdict(self.config)

@@ -22,14 +22,14 @@ momentum of 1 inside the fast-weight forward only affects the statistics used at
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from .base import check_finite
+from .base import Method
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def depth_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(predicted, target.to(predicted.dtype))
 
 
-class RFM(nn.Module):
+class RFM(Method):
     """The method: three networks, their optimiser, and one training step in :meth:`update`."""
 
     def __init__(self, feature: nn.Module, depth: nn.Module, meta: nn.Module, config: RFMConfig = RFMConfig(),
@@ -107,22 +107,7 @@ class RFM(nn.Module):
         return {"total": total, "cls_train": cls_train, "dep_train": dep_train, "cls_test": cls_test,
                 "dep_test": dep_test}
 
-    def update(self, batch: dict) -> dict:
-        """One training step on a balanced batch (images in [0, 1], depth in [0, 1]); returns the losses."""
-        self.train()
+    def losses(self, batch: dict) -> dict:
+        """The losses of one step, the meta-test domain drawn from the method's generator."""
         groups, test = self.split_domains(batch["domain"])
-        losses = self.objective(batch, groups, test)
-        values = check_finite(losses)  # before the step: a NaN never reaches the weights
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        self.optimizer.step()
-        return values
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Live probability of each image."""
-        self.eval()
-        return torch.sigmoid(self.meta(self.feature(x)[1]))
-
-    def hparams(self) -> dict:
-        return asdict(self.config)
+        return self.objective(batch, groups, test)
