@@ -126,8 +126,12 @@ def load_result(path: Path) -> tuple[dict, list, dict]:
 
 
 def summarize(path: Path, job: VideoJob) -> dict:
-    arrays, rejects, meta = load_result(path)
-    return {"video_id": job.video_id, "samples": int(len(arrays["frame_index"])),
+    """Counts of a result file, reading only its small arrays (npz members load one by one)."""
+    with np.load(path, allow_pickle=False) as data:
+        samples = len(data["frame_index"])
+        rejects = json.loads(str(data["rejects"]))
+        meta = json.loads(str(data["meta"]))
+    return {"video_id": job.video_id, "samples": int(samples),
             "rejected_frames": sum(1 for i, _ in rejects if i >= 0),
             "video_rejected": any(i < 0 for i, _ in rejects), **meta}
 
