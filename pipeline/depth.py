@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import Delaunay
+from scipy.spatial import Delaunay, QhullError
 from .faces import UNIT_TEMPLATE, similarity
 
 FAN_WEIGHTS = "3DFAN4-7835d9f11d.pth.tar"  # the file names face-alignment 1.5 caches them under
@@ -108,7 +108,11 @@ def landmark_depth(landmarks68: np.ndarray, crop_size: int, size: int) -> np.nda
     pts = np.asarray(landmarks68, np.float64).copy()
     pts[:, :2] *= size / crop_size
     pts[:, 2] = -pts[:, 2] * (size / crop_size)  # face-alignment's z grows away from the camera
-    return render_depth(pts, Delaunay(pts[:, :2]).simplices.astype(np.int64), size)
+    try:
+        triangles = Delaunay(pts[:, :2]).simplices.astype(np.int64)
+    except QhullError as err:
+        raise ValueError(f"degenerate 3D landmarks, no triangulation: {str(err).splitlines()[0]}") from None
+    return render_depth(pts, triangles, size)
 
 
 def weights_dir(configured: str | None) -> Path:
@@ -157,25 +161,33 @@ class FanLandmarks:
         self.fan.to(device).eval()
         self.depth.to(device).eval()
 
-    def predict(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-        """68 x 3 landmarks (x, y in ``image`` pixels; z relative, larger = farther) for the face in ``box``."""
+    def predict(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
+        """68 x 3 landmarks per face (x, y in its image's pixels; z relative, larger = farther), the faces of
+        a video in one batch through each network."""
         import torch
         from face_alignment.api import CENTER_Y_OFFSET, CROP_RESOLUTION, NUM_LANDMARKS, SCALE_FACTOR
         from face_alignment.utils import crop, draw_gaussian, get_preds_fromhm
-        x1, y1, x2, y2 = box
-        center = np.array([(x1 + x2) / 2, (y1 + y2) / 2 - (y2 - y1) * CENTER_Y_OFFSET])
-        scale = (x2 - x1 + y2 - y1) / REFERENCE_SCALE
-        inp = torch.from_numpy(crop(image, center, scale).transpose(2, 0, 1).astype(np.float32) / 255)[None]
+        if not images:
+            return []
+        centers, scales, crops = [], [], []
+        for image, (x1, y1, x2, y2) in zip(images, boxes):
+            centers.append(np.array([(x1 + x2) / 2, (y1 + y2) / 2 - (y2 - y1) * CENTER_Y_OFFSET]))
+            scales.append((x2 - x1 + y2 - y1) / REFERENCE_SCALE)
+            crops.append(crop(image, centers[-1], scales[-1]).transpose(2, 0, 1).astype(np.float32) / 255)
+        inp = torch.from_numpy(np.stack(crops))
         with torch.no_grad():
             out = self.fan(inp.to(self.device))
             out = (out[-1] if isinstance(out, list) else out).float().cpu().numpy()
-            pts, pts_img, _ = get_preds_fromhm(out, center, scale)
-            pts = pts.reshape(NUM_LANDMARKS, 2) * 4
-            heat = np.zeros((NUM_LANDMARKS, CROP_RESOLUTION, CROP_RESOLUTION), np.float32)
-            for j in range(NUM_LANDMARKS):
-                if pts[j, 0] > 0 and pts[j, 1] > 0:
-                    heat[j] = draw_gaussian(heat[j], pts[j], 2)
-            depth_in = torch.cat([inp, torch.from_numpy(heat)[None]], 1).to(self.device)
-            z = self.depth(depth_in).float().cpu().numpy().reshape(NUM_LANDMARKS, 1)
-        z = z * (1.0 / (CROP_RESOLUTION / (SCALE_FACTOR * scale)))
-        return np.concatenate([pts_img.reshape(NUM_LANDMARKS, 2), z], axis=1)
+            heat = np.zeros((len(images), NUM_LANDMARKS, CROP_RESOLUTION, CROP_RESOLUTION), np.float32)
+            points = []
+            for k, (center, scale) in enumerate(zip(centers, scales)):
+                pts, pts_img, _ = get_preds_fromhm(out[k:k + 1], center, scale)
+                pts = pts.reshape(NUM_LANDMARKS, 2) * 4
+                for j in range(NUM_LANDMARKS):
+                    if pts[j, 0] > 0 and pts[j, 1] > 0:
+                        heat[k, j] = draw_gaussian(heat[k, j], pts[j], 2)
+                points.append(pts_img.reshape(NUM_LANDMARKS, 2))
+            depth_in = torch.cat([inp, torch.from_numpy(heat)], 1).to(self.device)
+            z = self.depth(depth_in).float().cpu().numpy().reshape(len(images), NUM_LANDMARKS, 1)
+        return [np.concatenate([p, zk * (1.0 / (CROP_RESOLUTION / (SCALE_FACTOR * scale)))], axis=1)
+                for p, zk, scale in zip(points, z, scales)]

@@ -73,32 +73,23 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
     detections = detector.detect(decoded.frames)
     size, depth_size = config.face.size, config.depth.size
     kept = {k: [] for k in ("rgb", "hsv", "lbp", "depth", "frame_index", "box", "landmarks", "score")}
-    rejects = []
+    rejects, faces = [], []  # faces: (frame, index, detection, crop matrix)
     for frame, index, det in zip(decoded.frames, decoded.indices, detections):
         if det is None:
             rejects.append((index, "no face detected"))
-            continue
-        if det.score < config.face.min_score:
+        elif det.score < config.face.min_score:
             rejects.append((index, f"face score {det.score:.3f} below min_score {config.face.min_score}"))
-            continue
-        try:
-            matrix = crop_matrix(det, config.face)
-        except ValueError as err:
-            rejects.append((index, str(err)))
-            continue
-        crop = crop_face(frame, matrix, size)
-        if job.label == "live":
-            if fan is not None:
-                points = fan.predict(frame, det.box)
-                points[:, :2] = transform_points(points[:, :2], matrix)
-                points[:, 2] *= np.sqrt(abs(np.linalg.det(matrix[:, :2])))
-                depth = landmark_depth(points, size, depth_size)
-            else:
-                depth = generic_depth(transform_points(det.landmarks, matrix), size, depth_size)
-            depth = to_uint8(depth)
         else:
-            depth = np.zeros((depth_size, depth_size), np.uint8)
-        for name, array in channels(crop).items():
+            try:
+                faces.append((frame, index, det, crop_matrix(det, config.face)))
+            except ValueError as err:
+                rejects.append((index, str(err)))
+    depths = _depth_maps(faces, job.label, fan, size, depth_size)
+    for (frame, index, det, matrix), depth in zip(faces, depths):
+        if isinstance(depth, str):
+            rejects.append((index, depth))
+            continue
+        for name, array in channels(crop_face(frame, matrix, size)).items():
             kept[name].append(array)
         kept["depth"].append(depth[None])
         kept["frame_index"].append(index)
@@ -114,6 +105,25 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
     meta = {"decoded_frames": decoded.decoded_count, "header_frames": decoded.header_count}
     _save(out, arrays, rejects, meta)
     return summarize(out, job)
+
+
+def _depth_maps(faces: list, label: str, fan, size: int, depth_size: int) -> list:
+    """uint8 depth maps of a video's kept faces: zeros for an attack; for a live face, the 3D landmarks of
+    face-alignment (all faces of the video in one batch) or the generic surface, in the crop's frame.
+    A face whose landmarks cannot be triangulated gets the reason (a string) instead of a map."""
+    if label != "live":
+        return [np.zeros((depth_size, depth_size), np.uint8) for _ in faces]
+    if fan is None:
+        return [to_uint8(generic_depth(transform_points(det.landmarks, m), size, depth_size)) for _, _, det, m in faces]
+    maps = []
+    for points, (_, _, _, matrix) in zip(fan.predict([f[0] for f in faces], [f[2].box for f in faces]), faces):
+        points[:, :2] = transform_points(points[:, :2], matrix)
+        points[:, 2] *= np.sqrt(abs(np.linalg.det(matrix[:, :2])))  # the crop's scale applies to depth too
+        try:
+            maps.append(to_uint8(landmark_depth(points, size, depth_size)))
+        except ValueError as err:
+            maps.append(str(err))
+    return maps
 
 
 def load_result(path: Path) -> tuple[dict, list, dict]:

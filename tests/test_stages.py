@@ -184,3 +184,30 @@ def test_lbp_is_bit_identical_to_scikit_image():
     for image in images:
         reference = local_binary_pattern(image, P=8, R=1, method="default").astype(np.uint8)
         assert np.array_equal(color_lbp(np.dstack([image] * 3))[1], reference)
+
+
+def test_extraction_with_the_face_alignment_backend(corpus, tmp_path):
+    """The whole per-video path with face-alignment weights that the test writes (random values: the
+    landmarks are meaningless, the loading, batching and rendering path is real)."""
+    import torch
+    from face_alignment.models import FAN, ResNetDepth
+    from pipeline.config import BuildConfig, DepthConfig
+    from pipeline.extract import VideoJob, extract_video, load_result
+    torch.manual_seed(0)
+    torch.save(FAN(4).state_dict(), tmp_path / FAN_WEIGHTS)
+    torch.save({"state_dict": ResNetDepth().state_dict()}, tmp_path / DEPTH_WEIGHTS)
+    config = BuildConfig(name="fa", datasets={"msu": str(corpus / "msu")}, output_dir=str(tmp_path / "out"),
+                         frames=FrameConfig(count=2), face=FaceConfig(size=64),
+                         depth=DepthConfig(backend="face-alignment", weights_dir=str(tmp_path)))
+    assert resolve_backend("face-alignment", str(tmp_path)) == "face-alignment"
+    for relpath, label in (("scene01/real/real_client002_laptop_SD_scene01.mov", "live"),
+                           ("scene01/attack/attack_client002_laptop_SD_printed_photo_scene01.mov", "spoof")):
+        job = VideoJob(f"msu/{relpath}", str(corpus / "msu" / relpath), label, "0" * 64 + label)
+        summary = extract_video(job, config, "face-alignment", str(config.build_dir))
+        arrays, rejects, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.npz")
+        assert summary["samples"] + summary["rejected_frames"] == 2
+        assert all(reason.startswith("degenerate 3D landmarks") for _, reason in rejects)
+        if label == "spoof":
+            assert arrays["depth"].max() == 0 and summary["samples"] == 2
+        else:  # with these weights the 68 points triangulate: the rendered map is there
+            assert summary["samples"] == 2 and arrays["depth"].shape[1:] == (1, 32, 32) and arrays["depth"].max() > 0
