@@ -25,6 +25,15 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_collect(args) -> int:
+    from .collect import collect, format_table
+    table = collect([Path(r) for r in args.runs], args.level)
+    print(format_table(table))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
+
+
 def _print(result: dict, out: Path) -> None:
     video, frame = result["metrics"]["video"], result["metrics"]["frame"]
     print(f"{result['method']} on {result['protocol']} ({result['variant']} splits); selection: {result['selection']}")
@@ -57,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a run's best checkpoint on its protocol's target")
     evaluate.add_argument("--run", required=True, help="run folder written by train")
     evaluate.set_defaults(handler=_cmd_eval)
+    gather = commands.add_parser("collect", help="mean ± std over seeds of finished runs")
+    gather.add_argument("runs", nargs="+", help="run folders")
+    gather.add_argument("--level", choices=["video", "frame"], default="video")
+    gather.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
+    gather.set_defaults(handler=_cmd_collect)
     return parser
 
 

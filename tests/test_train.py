@@ -76,3 +76,21 @@ def test_a_non_finite_loss_never_reaches_the_weights():
     after = method.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("num_batches_tracked")
                and "running" not in k)
+
+
+def test_collect_reports_mean_and_std_over_seeds(tmp_path):
+    from fas_train.collect import collect
+    for seed, auc in ((0, 0.9), (1, 0.7)):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        metrics = {"auc": auc, "hter_at_target_eer_threshold": 0.1, "hter_at_source_threshold": 0.2 + seed / 10,
+                   "acer": 0.3}
+        (folder / "report.json").write_text(json.dumps({"method": "rfm", "protocol": "O&C&I->M", "variant": "all",
+                                                        "selection": "source validation", "metrics": {"video": metrics}}))
+        (folder / "run.json").write_text(json.dumps({"config": {"seed": seed}}))
+    (tmp_path / "unfinished").mkdir()
+    table = collect(sorted(tmp_path.iterdir()))
+    row = table.iloc[0]
+    assert len(table) == 1 and row["seeds"] == 2
+    assert row["auc_mean"] == pytest.approx(0.8) and row["auc_std"] == pytest.approx(0.1)
+    assert row["hter_at_source_threshold_mean"] == pytest.approx(0.25) and row["selection"] == "source-val"

@@ -1,0 +1,43 @@
+"""Tabulate run folders: one row per (method, protocol, split variant, selection), mean and standard deviation
+over seeds of the video-level metrics (DomainBed's collect_results, for FAS)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+METRICS = ("auc", "hter_at_target_eer_threshold", "hter_at_source_threshold", "acer")
+
+
+def collect(runs: list[Path], level: str = "video") -> pd.DataFrame:
+    """Mean and std over seeds of each group of finished runs (folders with report.json); two runs of the
+    same group and seed count once (the later folder given)."""
+    rows = []
+    for folder in runs:
+        report_path, run_path = folder / "report.json", folder / "run.json"
+        if not report_path.is_file():
+            continue  # unfinished
+        report, run = json.loads(report_path.read_text()), json.loads(run_path.read_text())
+        rows.append({"method": report["method"], "protocol": report["protocol"], "variant": report["variant"],
+                     "selection": "ORACLE" if report["selection"].startswith("ORACLE") else "source-val",
+                     "seed": run["config"]["seed"], **{m: report["metrics"][level][m] for m in METRICS}})
+    if not rows:
+        raise ValueError("no finished run (report.json) among the folders given")
+    keys = ["method", "protocol", "variant", "selection"]
+    table = pd.DataFrame(rows).drop_duplicates(keys + ["seed"], keep="last")  # a seed counts once
+    grouped = table.groupby(keys, sort=True)
+    out = grouped.size().rename("seeds").to_frame()
+    for m in METRICS:
+        out[f"{m}_mean"] = grouped[m].mean()
+        out[f"{m}_std"] = grouped[m].std(ddof=0)
+    return out.reset_index()
+
+
+def format_table(table: pd.DataFrame) -> str:
+    lines = []
+    for row in table.itertuples():
+        cells = "  ".join(f"{m} {100 * getattr(row, m + '_mean'):.2f} ± {100 * getattr(row, m + '_std'):.2f}"
+                          for m in METRICS)
+        lines.append(f"{row.method:<6} {row.protocol:<10} {row.variant:<9} {row.selection:<10} n={row.seeds}  {cells}")
+    return "\n".join(lines) + "\n(video level, in %; ORACLE rows picked their checkpoint on the target test set)"
