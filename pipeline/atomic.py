@@ -53,3 +53,10 @@ def write_text(target: str | os.PathLike, text: str) -> None:
 def write_json(target: str | os.PathLike, obj) -> None:
     """Atomically write deterministic JSON (sorted keys, two-space indent, trailing newline)."""
     write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(target: str | os.PathLike, table) -> str:
+    """Atomically write a pandas DataFrame as CSV (no index, ``\n`` line endings); return the text written."""
+    text = table.to_csv(index=False, lineterminator="\n")
+    write_text(target, text)
+    return text

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from .atomic import write_json, write_text
+from .atomic import write_csv, write_json
 from .datasets import IndexWarning, get_indexer
 from .datasets.base import SPLITS
 from .hashing import hash_files
@@ -74,10 +73,8 @@ def index_dataset(dataset: str, root: str | Path, *, workers: int = 4, quiet: bo
 def write_index(index: SourceIndex, out: str | Path) -> tuple[Path, Path]:
     """Atomically write the table (CSV) and its summary (JSON); return both paths."""
     out = Path(out)
-    buffer = io.StringIO()
-    index.table.to_csv(buffer, index=False, lineterminator="\n")
-    write_text(out, buffer.getvalue())
-    summary = dict(index.summary, table=out.name, table_sha256=_sha256_text(buffer.getvalue()))
+    text = write_csv(out, index.table)
+    summary = dict(index.summary, table=out.name, table_sha256=_sha256_text(text))
     json_path = summary_path(out)
     write_json(json_path, summary)
     return out, json_path

@@ -9,7 +9,6 @@ Run with ``python -m pipeline build --config FILE`` or
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 import warnings
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .atomic import write_json, write_text
+from .atomic import write_csv, write_json
 from .config import BuildConfig, load_config
 from .depth import resolve_backend
 from .extract import VideoJob, extract_video, load_result, result_path
@@ -121,9 +120,7 @@ class ExtractFaces(BuildTask):
         videos = cfg.build_dir / "videos"
         rows = [{"video_id": j.video_id, "result": result_path(cfg.build_dir, j).relative_to(videos).as_posix()}
                 for j in jobs]
-        buffer = io.StringIO()
-        pd.DataFrame(rows, columns=["video_id", "result"]).to_csv(buffer, index=False, lineterminator="\n")
-        write_text(self.output().path, buffer.getvalue())
+        write_csv(self.output().path, pd.DataFrame(rows, columns=["video_id", "result"]))
         self.record_time(f"extract-{self.dataset}", time.perf_counter() - start)
 
 
@@ -253,6 +250,4 @@ def _reason_counts(rejects: pd.DataFrame) -> dict:
 
 
 def _write_csv(path, rows, columns) -> None:
-    buffer = io.StringIO()
-    pd.DataFrame(rows, columns=columns).to_csv(buffer, index=False, lineterminator="\n")
-    write_text(path, buffer.getvalue())
+    write_csv(path, pd.DataFrame(rows, columns=columns))

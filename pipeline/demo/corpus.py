@@ -8,7 +8,6 @@ what each video shows, for tests.
 """
 from __future__ import annotations
 
-import io
 import json
 import multiprocessing
 import os
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..atomic import atomic_path, write_json, write_text
+from ..atomic import atomic_path, write_csv, write_json, write_text
 from ..hashing import sha256_file
 from .render import CameraStyle, Identity
 from .scenarios import Shot, render_video
@@ -243,9 +242,7 @@ def _finish(out: Path, config: DemoConfig, videos) -> dict:
     rows = [{"dataset": v.dataset, "relpath": v.relpath, "split": v.split, "label": v.label, "attack": v.attack,
              "detail": v.shot.detail, "subject": v.subject, "height": v.height, "width": v.width,
              "frames": config.frames} for v in videos]
-    buffer = io.StringIO()
-    pd.DataFrame(rows).to_csv(buffer, index=False, lineterminator="\n")
-    write_text(out / TRUTH, buffer.getvalue())
+    write_csv(out / TRUTH, pd.DataFrame(rows))
     files = {f"{v.dataset}/{v.relpath}": sha256_file(out / v.dataset / v.relpath) for v in videos}
     marker = {"config": asdict(config), "datasets": sorted({v.dataset for v in videos}), "videos": len(videos),
               "total_bytes": sum(os.path.getsize(out / f) for f in files), "sha256": files}
