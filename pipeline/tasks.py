@@ -9,6 +9,7 @@ Run with ``python -m pipeline build --config FILE`` or
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import warnings
@@ -213,8 +214,9 @@ class BuildManifest(BuildTask):
         samples = pd.read_csv(self.input().path, dtype=str)
         rejects = pd.read_csv(shard_dir / "rejects.csv", dtype=str)
         sources = pd.concat([read_table(cfg.build_dir / "index" / f"{d}.csv") for d in sorted(cfg.datasets)])
-        for name, frame in (("samples.csv", samples), ("rejects.csv", rejects), ("sources.csv", sources)):
-            _write_csv(out / name, frame.to_dict("records"), list(frame.columns))
+        table_sha256 = {name: hashlib.sha256(write_csv(out / name, frame).encode()).hexdigest()
+                        for name, frame in (("samples.csv", samples), ("rejects.csv", rejects),
+                                            ("sources.csv", sources))}
         shards = []
         for shard, group in samples.groupby("shard", sort=True):
             path = shard_dir / shard
@@ -227,12 +229,12 @@ class BuildManifest(BuildTask):
             "label_polarity": LABELS, "attack_values": ATTACKS, "domain_values": DOMAINS,
             "sources": {d: {"root": str(Path(cfg.datasets[d]).resolve()),
                             "videos": int((sources["dataset"] == d).sum())} for d in sorted(cfg.datasets)},
-            "source_table_sha256": sha256_file(out / "sources.csv"),
-            "samples": int(len(samples)), "samples_table_sha256": sha256_file(out / "samples.csv"),
+            "source_table_sha256": table_sha256["sources.csv"],
+            "samples": int(len(samples)), "samples_table_sha256": table_sha256["samples.csv"],
             "shards": shards,
             "rejects": {"frames": int((rejects["frame_index"].astype(int) >= 0).sum()),
                         "videos": int((rejects["frame_index"].astype(int) < 0).sum()),
-                        "by_reason": _reason_counts(rejects), "table_sha256": sha256_file(out / "rejects.csv")},
+                        "by_reason": _reason_counts(rejects), "table_sha256": table_sha256["rejects.csv"]},
             "counts": {f"{k[0]}/{k[1]}/{k[2]}": int(v)
                        for k, v in samples.groupby(["dataset", "split", "label"]).size().items()},
         }
