@@ -14,7 +14,8 @@ def _cmd_train(args) -> int:
     from .train import run
     values = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
     result = run(RunConfig(**values))
-    _print(result, Path(args.out))
+    if result is not None:  # under torchrun, process 0 reports
+        _print(result, Path(args.out))
     return 0
 
 
@@ -46,7 +47,8 @@ def _print(result: dict, out: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fas_train", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a method on a protocol (resumes from --out)")
+    train = commands.add_parser("train", help="train a method on a protocol (resumes from --out); data-parallel "
+                                "when started by torchrun")
     train.add_argument("--method", required=True, choices=sorted(METHODS))
     train.add_argument("--build", required=True, help="a build's manifest folder, e.g. data_manifests/demo/builds/demo")
     train.add_argument("--protocol", required=True, help="a protocol config, e.g. configs/protocols/mico_OCI_to_M.yaml")
@@ -54,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", default=None, help="split variant of the protocol (default: its default_variant)")
     train.add_argument("--steps", type=int, default=1000)
     train.add_argument("--eval-every", dest="eval_every", type=int, default=100)
-    train.add_argument("--per-class", dest="per_class", type=int, default=10)
+    train.add_argument("--per-class", dest="per_class", type=int, default=10,
+                       help="live and spoof samples per domain in a batch (over all processes under torchrun)")
     train.add_argument("--network", choices=["paper", "small"], default="paper")
     train.add_argument("--input-size", dest="input_size", type=int, default=0)
     train.add_argument("--seed", type=int, default=0)

@@ -6,6 +6,10 @@ pure function of (seed, epoch, batch number, domain labels): an epoch is reprodu
 mid-epoch with ``set_epoch(epoch, start_batch)``. Domain labels can be replaced each epoch by pseudo-domains
 (``set_domains``), as methods that cluster their own domains need.
 
+Under DDP (``world`` processes) every process draws the same global batches and keeps its own slice of each
+(domain, class) block: ``per_class / world`` samples of it, so each process's batch has the same layout and
+the processes together see exactly the global batch.
+
 Within an epoch a group (domain, class) is walked through a permutation of its samples and reshuffled only
 when exhausted, so no sample repeats in an epoch unless its group is smaller than the epoch's quota
 (``per_class`` x batches). The default epoch is the number of batches the smallest group fills without
@@ -20,13 +24,17 @@ LIVE, SPOOF = 1, 0
 
 
 class BalancedBatchSampler(Sampler[list[int]]):
-    def __init__(self, domains, labels, per_class: int, seed: int = 0, batches_per_epoch: int | None = None):
+    def __init__(self, domains, labels, per_class: int, seed: int = 0, batches_per_epoch: int | None = None,
+                 rank: int = 0, world: int = 1):
         self.labels = np.asarray(labels, np.int64)
         if not set(np.unique(self.labels)) <= {LIVE, SPOOF}:
             raise ValueError("labels must be 1 (live) or 0 (spoof)")
         if per_class < 1:
             raise ValueError("per_class must be >= 1")
+        if per_class % world or not 0 <= rank < world:
+            raise ValueError(f"per_class {per_class} must split evenly over {world} processes (rank {rank})")
         self.per_class, self.seed, self.fixed_length = per_class, seed, batches_per_epoch
+        self.rank, self.world = rank, world
         self.epoch, self.start_batch = 0, 0
         self.set_domains(domains)
 
@@ -47,7 +55,8 @@ class BalancedBatchSampler(Sampler[list[int]]):
 
     @property
     def batch_size(self) -> int:
-        return self.per_class * len(self.groups)
+        """Samples per batch in this process."""
+        return self.per_class // self.world * len(self.groups)
 
     def __len__(self) -> int:
         if self.fixed_length:
@@ -63,13 +72,13 @@ class BalancedBatchSampler(Sampler[list[int]]):
         yield from batches[self.start_batch:]
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """Every batch of an epoch, as lists of sample indices."""
-        n = len(self)
+        """Every batch of an epoch for this process, as lists of sample indices."""
+        n, share = len(self), self.per_class // self.world
         columns = []
         for g, key in enumerate(sorted(self.groups, key=lambda k: (k[0], -k[1]))):
             members = self.groups[key]
             rng = np.random.default_rng([self.seed, epoch, key[0], key[1]])
             need = n * self.per_class
             order = np.concatenate([rng.permutation(members) for _ in range(-(-need // len(members)))])[:need]
-            columns.append(order.reshape(n, self.per_class))
+            columns.append(order.reshape(n, self.per_class)[:, self.rank * share:(self.rank + 1) * share])
         return np.concatenate(columns, axis=1).tolist()

@@ -10,18 +10,24 @@
 - Metrics go to ``metrics.jsonl`` and ``metrics.csv`` (one row per step and per evaluation; after a resume,
   rows logged after the last checkpoint appear again: the last row of a (step, kind) counts).
 - bf16 autocast and channels-last on CUDA, fp32 on the CPU.
+- Under ``torchrun`` (``WORLD_SIZE`` > 1) the run is data-parallel with DDP (NCCL on CUDA, gloo on the CPU):
+  every process reads its slice of each balanced batch (``per_class`` is the global count per domain and
+  class), gradients and logged losses are averaged over processes, and process 0 alone evaluates and writes
+  outputs. A checkpoint keeps every process's RNG state.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import distributed as dist
 from torch.utils.data import BatchSampler, SequentialSampler
 
 from pipeline.atomic import atomic_path, write_json
@@ -56,8 +62,29 @@ class TrainingStopped(RuntimeError):
     """A run stopped on a non-finite loss, after writing its checkpoint."""
 
 
-def resolve_device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+
+
+def start_distributed(cfg: RunConfig) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process; joins the process group when started by ``torchrun``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, resolve_device(cfg.device)
+    local_rank = int(os.environ["LOCAL_RANK"])
+    device = resolve_device(cfg.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
 
 
 def build_method(cfg: RunConfig):
@@ -96,8 +123,19 @@ def frame_table(samples: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
 def run(cfg: RunConfig) -> dict:
     """Train (or resume) and evaluate; return the final report."""
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    rank, world, device = start_distributed(cfg)
+    try:
+        return _run(cfg, out, rank, world, device)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device) -> dict | None:
+    lead = rank == 0
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+    barrier(world)
     manifest, samples = load_build(cfg.build)
     protocol = load_protocol(cfg.protocol, cfg.variant)
     train_rows, val_rows = holdout_by_subject(protocol.source_samples(samples), protocol.holdout_fraction,
@@ -105,18 +143,22 @@ def run(cfg: RunConfig) -> dict:
     target_rows = protocol.target_samples(samples)
     shard_dir = manifest["shard_dir"]
     train_set, val_set, target_set = (ShardDataset(shard_dir, rows) for rows in (train_rows, val_rows, target_rows))
-    sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class, seed=cfg.seed)
+    sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class, seed=cfg.seed,
+                                   rank=rank, world=world)
     method = build_method(cfg).to(device)
+    torch.manual_seed(cfg.seed * 1000 + rank)  # the same weights everywhere, other random draws per process
     state = {"step": 0, "best": None}
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
-        state = load_checkpoint(checkpoint, method)
-    else:
+        state = load_checkpoint(checkpoint, method, rank)
+    elif lead:
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
                                       "build": manifest["build"], "config_hash": manifest["config_hash"],
                                       "selection": selection_name(cfg), "hparams": method.hparams(),
-                                      "train_samples": len(train_rows), "validation_samples": len(val_rows),
-                                      "target_samples": len(target_rows)})
+                                      "world_size": world, "train_samples": len(train_rows),
+                                      "validation_samples": len(val_rows), "target_samples": len(target_rows)})
+    if world > 1:
+        method.distribute([device.index] if device.type == "cuda" else None)
     per_epoch = len(sampler)
     loader = None
     while state["step"] < cfg.steps:
@@ -128,18 +170,22 @@ def run(cfg: RunConfig) -> dict:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 try:
                     losses = method.update(prepare(cfg, device, batch))
-                except NonFiniteLoss as err:
-                    save_checkpoint(checkpoint, method, state)
+                except NonFiniteLoss as err:  # raised in every process alike
+                    save_checkpoint(checkpoint, method, state, lead)
                     ids = train_rows.iloc[batch["index"].numpy()]["video_id"].tolist()
                     raise TrainingStopped(f"step {step}: non-finite loss {err.losses}; batch videos {ids[:8]}...; "
                                           f"checkpoint of step {state['step']} written to {checkpoint}") from None
             state["step"] = step
-            log(out, {"step": step, "epoch": epoch, "kind": "train", **losses})
+            if lead:
+                log(out, {"step": step, "epoch": epoch, "kind": "train", **losses})
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_set, target_rows, out)
-                save_checkpoint(checkpoint, method, state)
+                if lead:
+                    evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_set, target_rows, out)
+                save_checkpoint(checkpoint, method, state, lead)
             if step >= cfg.steps:
                 break
+    if not lead:
+        return None
     return final_report(cfg, device, method, state, target_set, target_rows, out, protocol)
 
 
@@ -211,19 +257,30 @@ def log(out: Path, entry: dict) -> None:
                 writer.writerow([entry["step"], entry["kind"], name, value])
 
 
-def save_checkpoint(path: Path, method, state: dict) -> None:
-    with atomic_path(path, suffix=".tmp.pt") as tmp:
-        torch.save({"method": method.state_dict(), "optimizer": method.optimizer.state_dict(),
-                    "generator": method.generator.get_state(), "state": state,
-                    "torch_rng": torch.get_rng_state()}, tmp)
+def save_checkpoint(path: Path, method, state: dict, lead: bool = True) -> None:
+    """Every process takes part (their RNG states are gathered); process 0 writes. Returns once written."""
+    distributed = dist.is_initialized()
+    rng = [None] * dist.get_world_size() if distributed else [torch.get_rng_state()]
+    if distributed:
+        dist.all_gather_object(rng, torch.get_rng_state())
+    if lead:
+        with atomic_path(path, suffix=".tmp.pt") as tmp:
+            optimizers = {name: optimizer.state_dict() for name, optimizer in method.optimizers().items()}
+            torch.save({"method": method.state_dict(), "optimizers": optimizers,
+                        "generator": method.generator.get_state(), "state": state, "torch_rng": rng}, tmp)
+    if distributed:
+        dist.barrier()
 
 
-def load_checkpoint(path: Path, method) -> dict:
+def load_checkpoint(path: Path, method, rank: int = 0) -> dict:
     data = torch.load(path, map_location="cpu", weights_only=False)
     method.load_state_dict(data["method"])
-    method.optimizer.load_state_dict(data["optimizer"])
+    for name, optimizer in method.optimizers().items():
+        optimizer.load_state_dict(data["optimizers"][name])
     method.generator.set_state(data["generator"])
-    torch.set_rng_state(data["torch_rng"])
+    rng = data["torch_rng"]
+    if rank < len(rng):  # a run resumed with more processes than it had keeps the new ones' fresh seeds
+        torch.set_rng_state(rng[rank])
     return data["state"]
 
 

@@ -1,11 +1,16 @@
-"""Shared fixtures: one small demo corpus per test session (real videos, real faces)."""
+"""Shared fixtures: one small demo corpus per test session (real videos, real faces) and one small build of it."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+import yaml
 
 from pipeline.demo import DemoConfig, write_demo_corpus
 
 SMALL = DemoConfig(seed=3, frames=6, subjects_per_split=1)
+PROTOCOL = "configs/protocols/mico_OCI_to_M.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +18,17 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     write_demo_corpus(root, SMALL, quiet=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def train_build(corpus, tmp_path_factory):
+    """A build of the corpus: 2 frames per video, 64 px crops, generic depth."""
+    tmp = tmp_path_factory.mktemp("trainbuild")
+    config = {"name": "b", "datasets": {d: str(corpus / d) for d in ("casia", "replay", "msu", "oulu")},
+              "output_dir": str(tmp / "out"), "manifest_dir": str(tmp / "manifests"),
+              "frames": {"policy": "even", "count": 2}, "face": {"size": 64}, "depth": {"backend": "generic"},
+              "compute": {"workers": 2, "device": "cpu"}}
+    (tmp / "b.yaml").write_text(yaml.safe_dump(config))
+    subprocess.run([sys.executable, "-m", "pipeline", "build", "--config", str(tmp / "b.yaml"), "--quiet"],
+                   check=True, capture_output=True, timeout=300)
+    return tmp / "manifests" / "b"

@@ -8,30 +8,16 @@ import sys
 
 import pytest
 import torch
-import yaml
 
 from fas_train.methods import NonFiniteLoss, RFM, RFMConfig
 from fas_train.models import rfm_networks
 from fas_train.train import RunConfig, run
 
-PROTOCOL = "configs/protocols/mico_OCI_to_M.yaml"
+from conftest import PROTOCOL
 
 
-@pytest.fixture(scope="module")
-def build(corpus, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("trainbuild")
-    config = {"name": "b", "datasets": {d: str(corpus / d) for d in ("casia", "replay", "msu", "oulu")},
-              "output_dir": str(tmp / "out"), "manifest_dir": str(tmp / "manifests"),
-              "frames": {"policy": "even", "count": 2}, "face": {"size": 64}, "depth": {"backend": "generic"},
-              "compute": {"workers": 2, "device": "cpu"}}
-    (tmp / "b.yaml").write_text(yaml.safe_dump(config))
-    subprocess.run([sys.executable, "-m", "pipeline", "build", "--config", str(tmp / "b.yaml"), "--quiet"],
-                   check=True, capture_output=True, timeout=300)
-    return tmp / "manifests" / "b"
-
-
-def config(build, out, steps, **kw):
-    return RunConfig(method="rfm", build=str(build), protocol=PROTOCOL, out=str(out), steps=steps, eval_every=3,
+def config(train_build, out, steps, **kw):
+    return RunConfig(method="rfm", build=str(train_build), protocol=PROTOCOL, out=str(out), steps=steps, eval_every=3,
                      per_class=2, network="small", input_size=32, workers=0, device="cpu", **kw)
 
 
@@ -40,10 +26,10 @@ def train_rows(out):
     return {r["step"]: r for r in rows if r["kind"] == "train"}
 
 
-def test_resume_gives_the_same_batches_and_losses(build, tmp_path):
-    run(config(build, tmp_path / "straight", 7))
-    run(config(build, tmp_path / "resumed", 3))  # stops after the checkpoint of step 3, as a killed run would
-    run(config(build, tmp_path / "resumed", 7))
+def test_resume_gives_the_same_batches_and_losses(train_build, tmp_path):
+    run(config(train_build, tmp_path / "straight", 7))
+    run(config(train_build, tmp_path / "resumed", 3))  # stops after the checkpoint of step 3, as a killed run would
+    run(config(train_build, tmp_path / "resumed", 7))
     straight, resumed = train_rows(tmp_path / "straight"), train_rows(tmp_path / "resumed")
     assert set(straight) == set(resumed) == set(range(1, 8))
     for step in range(1, 8):
@@ -51,9 +37,9 @@ def test_resume_gives_the_same_batches_and_losses(build, tmp_path):
     assert json.loads((tmp_path / "straight/report.json").read_text())["best_step"] in (3, 6, 7)
 
 
-def test_outputs_name_the_selection_and_oracle_mode(build, tmp_path):
-    honest = run(config(build, tmp_path / "honest", 3))
-    oracle = run(config(build, tmp_path / "oracle", 3, select_on_target=True))
+def test_outputs_name_the_selection_and_oracle_mode(train_build, tmp_path):
+    honest = run(config(train_build, tmp_path / "honest", 3))
+    oracle = run(config(train_build, tmp_path / "oracle", 3, select_on_target=True))
     assert honest["selection"].startswith("source validation") and oracle["selection"].startswith("ORACLE")
     assert json.loads((tmp_path / "oracle/run.json").read_text())["selection"].startswith("ORACLE")
     for key in ("auc", "eer", "hter_at_target_eer_threshold", "hter_at_source_threshold", "apcer", "bpcer", "acer"):

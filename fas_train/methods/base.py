@@ -1,33 +1,55 @@
-"""What every method shares: the training step around its losses, with a guard against non-finite losses
-(checked before the optimiser step), and prediction."""
+"""What every method shares: optimisation steps around its losses, with a guard against non-finite losses
+(checked before the optimiser step), data parallelism over processes, and prediction."""
 from __future__ import annotations
 
 import math
 from dataclasses import asdict
 
 import torch
+from torch import distributed as dist
 from torch import nn
 
 
 class NonFiniteLoss(FloatingPointError):
-    """A loss became NaN or Inf; the step was not applied."""
+    """A loss became NaN or Inf (in any process); the step was not applied."""
 
     def __init__(self, losses: dict):
         self.losses = losses
         super().__init__(f"non-finite loss: {losses}")
 
 
-def check_finite(losses: dict) -> dict:
-    """The losses as floats; raises NonFiniteLoss if any is NaN or Inf."""
-    values = {k: float(v.detach()) if hasattr(v, "detach") else float(v) for k, v in losses.items()}
+def check_finite(losses: dict, distributed: bool = False) -> dict:
+    """The losses as floats (under DDP: their mean over the processes); raises NonFiniteLoss if any is NaN or
+    Inf in any process, in every process alike (a NaN propagates through the sum)."""
+    values = torch.stack([v.detach().float().reshape(()) if torch.is_tensor(v) else torch.tensor(float(v))
+                          for v in losses.values()])
+    if distributed:
+        values = values.to(next(v for v in losses.values() if torch.is_tensor(v)).device)
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    values = dict(zip(losses, values.tolist()))
     if not all(math.isfinite(v) for v in values.values()):
         raise NonFiniteLoss(values)
     return values
 
 
+class Objective(nn.Module):
+    """Runs one of a method's loss functions as a single forward, so that DDP sees one forward per backward
+    however many times the method runs its networks (per domain, through fast weights, ...)."""
+
+    def __init__(self, method: nn.Module):
+        super().__init__()
+        self.method = method
+
+    def forward(self, compute, *args):
+        return compute(*args)
+
+
 class Method(nn.Module):
-    """A method over (feature extractor, depth estimator, meta learner/classifier). Subclasses define
-    :meth:`losses` (a dict with ``total``) and set ``self.optimizer`` and ``self.config``."""
+    """A training method. Subclasses build their networks, set ``self.config``, ``self.optimizer`` and
+    ``self.generator`` (its own random draws, checkpointed), and define :meth:`losses` (a dict with
+    ``total``) and :meth:`predict`; a method with several optimisers or steps overrides :meth:`update` and
+    calls :meth:`optimize` for each step."""
 
     def losses(self, batch: dict) -> dict:
         raise NotImplementedError
@@ -35,12 +57,31 @@ class Method(nn.Module):
     def update(self, batch: dict) -> dict:
         """One training step on a batch (images and depth in [0, 1]); returns the losses as floats."""
         self.train()
-        losses = self.losses(batch)
-        values = check_finite(losses)  # before the step: a NaN never reaches the weights
-        self.optimizer.zero_grad(set_to_none=True)
+        return self.optimize(self.losses, self.optimizer, batch)
+
+    def optimize(self, compute, optimizer: torch.optim.Optimizer, *args) -> dict:
+        """One optimiser step on ``compute(*args)["total"]``; under DDP gradients are averaged over processes.
+        Non-finite losses raise :class:`NonFiniteLoss` before any weight changes."""
+        runner = self.__dict__.get("_ddp")
+        losses = runner(compute, *args) if runner is not None else compute(*args)
+        values = check_finite(losses, distributed=runner is not None)
+        optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
-        self.optimizer.step()
+        optimizer.step()
         return values
+
+    def optimizers(self) -> dict:
+        """The method's optimisers by name (checkpointed)."""
+        return {"main": self.optimizer}
+
+    def distribute(self, device_ids=None) -> None:
+        """Average gradients over the processes of the default process group (``torchrun``) with PyTorch's
+        DistributedDataParallel; parameters and buffers start as rank 0's. Batch-norm statistics stay per
+        process, as in DDP's default."""
+        from torch.nn.parallel import DistributedDataParallel
+        # kept out of the module tree: the wrapper holds the method, not the other way round
+        self.__dict__["_ddp"] = DistributedDataParallel(Objective(self), device_ids=device_ids,
+                                                         find_unused_parameters=True)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
