@@ -13,6 +13,7 @@ from .train import RunConfig, TrainingStopped
 def _cmd_train(args) -> int:
     from .train import run
     values = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
+    values["options"] = tuple(args.option)
     result = run(RunConfig(**values))
     if result is not None:  # under torchrun, process 0 reports
         _print(result, Path(args.out))
@@ -56,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", default=None, help="split variant of the protocol (default: its default_variant)")
     train.add_argument("--steps", type=int, default=1000)
     train.add_argument("--eval-every", dest="eval_every", type=int, default=100)
-    train.add_argument("--per-class", dest="per_class", type=int, default=10,
-                       help="live and spoof samples per domain in a batch (over all processes under torchrun)")
+    train.add_argument("--per-class", dest="per_class", type=int, default=None,
+                       help="live and spoof samples per domain in a batch (over all processes under torchrun); "
+                            "default: the method's paper")
+    train.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                       help="override a field of the method's config (ablations, hyper-parameters), repeatable, "
+                            "e.g. --option second_order=false")
     train.add_argument("--network", choices=["paper", "small"], default="paper")
     train.add_argument("--input-size", dest="input_size", type=int, default=0)
     train.add_argument("--seed", type=int, default=0)

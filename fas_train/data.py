@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from pipeline.shards import DOMAINS, SCHEMA_VERSION
 
@@ -132,6 +132,70 @@ def _domain_codes(samples: pd.DataFrame) -> np.ndarray:
     return samples["dataset"].map(DOMAINS).to_numpy(np.int64)
 
 
+class ClipDataset(Dataset):
+    """Clips of ``length`` consecutive sampled frames of one video, in frame order, from a :class:`ShardDataset`
+    of frames. Items are ``(video, start)`` pairs (see :class:`ClipSampler`); a batch holds ``image``
+    (B x L x C x S x S uint8), ``label``, ``domain`` and ``index`` (the video number) per clip and ``frames``
+    (B x L, rows of the frame table). Videos with fewer than ``length`` frames are left out (counted in
+    ``skipped``)."""
+
+    def __init__(self, frames: ShardDataset, length: int):
+        self.frames, self.length = frames, length
+        table = frames.samples.assign(_position=np.arange(len(frames.samples)))
+        videos, self.video_ids = [], []
+        for video_id, rows in table.sort_values(["video_id", "frame_index"]).groupby("video_id", sort=True):
+            positions = rows["_position"].to_numpy()
+            if len(positions) >= length:
+                videos.append(positions)
+                self.video_ids.append(video_id)
+        self.skipped = table["video_id"].nunique() - len(videos)
+        if not videos:
+            raise ValueError(f"no video has {length} sampled frames: build with frames.count >= {length} "
+                             f"or use a shorter clip length")
+        self.videos = videos
+        first = np.array([v[0] for v in videos])
+        self.labels, self.domains = frames.labels[first], frames.domains[first]
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def positions(self, items) -> np.ndarray:
+        """(B, L) rows of the frame table of the clips ``items`` ((video, start) pairs)."""
+        return np.stack([self.videos[v][s:s + self.length] for v, s in items])
+
+    def __getitems__(self, items) -> dict:
+        positions = self.positions(items)
+        batch = self.frames.__getitems__(positions.reshape(-1))
+        b, length = positions.shape
+        videos = np.array([v for v, _ in items], np.int64)
+        return {"image": batch["image"].view(b, length, *batch["image"].shape[1:]),
+                "label": torch.from_numpy(self.labels[videos]), "domain": torch.from_numpy(self.domains[videos]),
+                "index": torch.from_numpy(videos), "frames": torch.from_numpy(positions)}
+
+
+class ClipSampler(Sampler[list]):
+    """Balanced batches of clips: ``per_class`` live and spoof videos of every domain (a
+    :class:`~fas_train.sampler.BalancedBatchSampler` over videos), each with a start frame drawn from
+    (seed, epoch, batch, slot), so batches are reproducible and resumable like the frame sampler's."""
+
+    def __init__(self, clips: ClipDataset, per_class: int, seed: int = 0, rank: int = 0, world: int = 1):
+        from .sampler import BalancedBatchSampler
+        self.clips, self.seed = clips, seed
+        self.videos = BalancedBatchSampler(clips.domains, clips.labels, per_class, seed=seed, rank=rank, world=world)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.videos.set_epoch(epoch, start_batch)
+
+    def __iter__(self):
+        epoch, start = self.videos.epoch, self.videos.start_batch
+        for number, videos in enumerate(self.videos, start):
+            rng = np.random.default_rng([self.seed, epoch, number, self.videos.rank])
+            yield [(v, int(rng.integers(0, len(self.clips.videos[v]) - self.clips.length + 1))) for v in videos]
+
+
 def keep_batch(batch: dict) -> dict:
     """The collate function for :meth:`ShardDataset.__getitems__`: the batch is already assembled."""
     return batch
@@ -146,7 +210,10 @@ def make_loader(dataset: ShardDataset, batch_sampler, workers: int = 2, **kwargs
 def to_device(batch: dict, device: torch.device | str, channels_last: bool = False) -> dict:
     """Move a batch to ``device`` and convert images and depth to float in [0, 1] there."""
     image = batch["image"].to(device, non_blocking=True).float().div_(255)
-    if channels_last:
+    if channels_last and image.ndim == 4:
         image = image.contiguous(memory_format=torch.channels_last)
-    return {**batch, "image": image, "depth": batch["depth"].to(device, non_blocking=True).float().div_(255),
-            "label": batch["label"].to(device, non_blocking=True), "domain": batch["domain"].to(device, non_blocking=True)}
+    moved = {**batch, "image": image, "label": batch["label"].to(device, non_blocking=True),
+             "domain": batch["domain"].to(device, non_blocking=True)}
+    if "depth" in batch:
+        moved["depth"] = batch["depth"].to(device, non_blocking=True).float().div_(255)
+    return moved

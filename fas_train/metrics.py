@@ -90,21 +90,25 @@ def video_level(frames: pd.DataFrame) -> pd.DataFrame:
                        frames=("score", "size")).reset_index()
 
 
+def level_metrics(table: pd.DataFrame, source_threshold: float | None = None) -> dict:
+    """Every metric of one table of scores (frames, or videos): AUC, EER, HTER at the table's own EER
+    threshold and, when ``source_threshold`` is given, HTER, APCER per attack and worst, BPCER and ACER there."""
+    scores, labels, attacks = table["score"].to_numpy(), table["label"].to_numpy(), table["attack"].to_numpy()
+    rate, oracle = eer(scores, labels)
+    entry = {"samples": int(len(table)), "auc": auc(scores, labels), "eer": rate,
+             "oracle_threshold": oracle, "hter_at_target_eer_threshold": error_rates(scores, labels, oracle).hter}
+    if source_threshold is not None:
+        at = error_rates(scores, labels, source_threshold)
+        per_attack = apcer_by_attack(scores, labels, attacks, source_threshold)
+        entry.update({"source_threshold": float(source_threshold), "hter_at_source_threshold": at.hter,
+                      "apcer": per_attack, "apcer_worst": max(per_attack.values()), "bpcer": at.frr,
+                      "acer": (max(per_attack.values()) + at.frr) / 2})
+    return entry
+
+
 def report(frames: pd.DataFrame, source_threshold: float | None = None) -> dict:
     """Every metric at frame and video level. ``frames`` has video_id, label (1 live), attack, score.
     HTER is given at the target's own EER threshold (what the papers report: it looks at the test labels)
     and, when ``source_threshold`` is given, at that threshold fixed on source data (what a deployment gets)."""
-    out = {}
-    for level, table in (("frame", frames), ("video", video_level(frames))):
-        scores, labels, attacks = table["score"].to_numpy(), table["label"].to_numpy(), table["attack"].to_numpy()
-        rate, oracle = eer(scores, labels)
-        entry = {"samples": int(len(table)), "auc": auc(scores, labels), "eer": rate,
-                 "oracle_threshold": oracle, "hter_at_target_eer_threshold": error_rates(scores, labels, oracle).hter}
-        if source_threshold is not None:
-            at = error_rates(scores, labels, source_threshold)
-            per_attack = apcer_by_attack(scores, labels, attacks, source_threshold)
-            entry.update({"source_threshold": float(source_threshold), "hter_at_source_threshold": at.hter,
-                          "apcer": per_attack, "apcer_worst": max(per_attack.values()), "bpcer": at.frr,
-                          "acer": (max(per_attack.values()) + at.frr) / 2})
-        out[level] = entry
-    return out
+    return {level: level_metrics(table, source_threshold)
+            for level, table in (("frame", frames), ("video", video_level(frames)))}

@@ -4,7 +4,8 @@ Every batch holds ``per_class`` live and ``per_class`` spoof samples of every do
 domain (sorted), live before spoof, so a method can split a batch by domain without looking. Batches are a
 pure function of (seed, epoch, batch number, domain labels): an epoch is reproducible and a run resumes
 mid-epoch with ``set_epoch(epoch, start_batch)``. Domain labels can be replaced each epoch by pseudo-domains
-(``set_domains``), as methods that cluster their own domains need.
+(``set_domains``), as methods that cluster their own domains need; with ``single_class_domains`` a domain
+holding one class only (a cluster can) contributes that class's block alone.
 
 Under DDP (``world`` processes) every process draws the same global batches and keeps its own slice of each
 (domain, class) block: ``per_class / world`` samples of it, so each process's batch has the same layout and
@@ -25,7 +26,7 @@ LIVE, SPOOF = 1, 0
 
 class BalancedBatchSampler(Sampler[list[int]]):
     def __init__(self, domains, labels, per_class: int, seed: int = 0, batches_per_epoch: int | None = None,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, single_class_domains: bool = False):
         self.labels = np.asarray(labels, np.int64)
         if not set(np.unique(self.labels)) <= {LIVE, SPOOF}:
             raise ValueError("labels must be 1 (live) or 0 (spoof)")
@@ -35,6 +36,7 @@ class BalancedBatchSampler(Sampler[list[int]]):
             raise ValueError(f"per_class {per_class} must split evenly over {world} processes (rank {rank})")
         self.per_class, self.seed, self.fixed_length = per_class, seed, batches_per_epoch
         self.rank, self.world = rank, world
+        self.single_class_domains = single_class_domains  # pseudo-domains may hold one class only
         self.epoch, self.start_batch = 0, 0
         self.set_domains(domains)
 
@@ -48,6 +50,8 @@ class BalancedBatchSampler(Sampler[list[int]]):
         for d in np.unique(domains):
             for c in (LIVE, SPOOF):
                 members = np.flatnonzero((domains == d) & (self.labels == c))
+                if len(members) == 0 and self.single_class_domains:
+                    continue
                 if len(members) == 0:
                     raise ValueError(f"domain {d} has no {'live' if c == LIVE else 'spoof'} sample: a balanced batch "
                                      f"needs both classes in every domain")

@@ -21,22 +21,24 @@ import csv
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from torch import distributed as dist
 from torch.utils.data import BatchSampler, SequentialSampler
 
 from pipeline.atomic import atomic_path, write_json
+from pipeline.shards import DOMAINS
 
-from .data import ShardDataset, load_build, make_loader, to_device
+from .data import ClipDataset, ClipSampler, ShardDataset, load_build, make_loader, to_device
 from .methods import METHODS, NonFiniteLoss
-from .metrics import auc, eer, report, video_level
-from .models import rfm_networks
+from .metrics import auc, eer, level_metrics, report, video_level
 from .protocols import holdout_by_subject, load_protocol
+from .pseudo_domains import agreement
 from .sampler import BalancedBatchSampler
 
 
@@ -49,13 +51,14 @@ class RunConfig:
     variant: str | None = None
     steps: int = 1000
     eval_every: int = 100
-    per_class: int = 10
+    per_class: int | None = None  # None: the method's default (its paper's batch)
     network: str = "paper"
     input_size: int = 0  # 0: the stored crop size; else images are resized on the device
     seed: int = 0
     workers: int = 2
     device: str = "auto"
     select_on_target: bool = False
+    options: tuple = ()  # "name=value" overrides of the method's config (ablations, hyper-parameters)
 
 
 class TrainingStopped(RuntimeError):
@@ -87,12 +90,25 @@ def barrier(world: int) -> None:
         dist.barrier()
 
 
-def build_method(cfg: RunConfig):
-    cls, config_cls = METHODS[cfg.method] if cfg.method in METHODS else (None, None)
-    if cls is None:
+def method_config(cfg: RunConfig):
+    """The method's config dataclass with ``cfg.options`` ("name=value") applied, values parsed as YAML."""
+    if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; known: {sorted(METHODS)}")
+    cls, config_cls = METHODS[cfg.method]
+    known = {f.name for f in fields(config_cls)}
+    overrides = {}
+    for option in cfg.options:
+        name, sep, value = option.partition("=")
+        if not sep or name not in known:
+            raise ValueError(f"option {option!r}: expected name=value with name one of {sorted(known)}")
+        overrides[name] = yaml.safe_load(value)
+    return cls, config_cls(**overrides)
+
+
+def build_method(cfg: RunConfig, domains: list):
+    cls, config = method_config(cfg)
     torch.manual_seed(cfg.seed)
-    return cls(*rfm_networks(cfg.network), config_cls(), seed=cfg.seed)
+    return cls.create(config, cfg.network, sorted(domains), cfg.seed)
 
 
 def prepare(cfg: RunConfig, device: torch.device, batch: dict) -> dict:
@@ -141,13 +157,21 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     train_rows, val_rows = holdout_by_subject(protocol.source_samples(samples), protocol.holdout_fraction,
                                               protocol.holdout_seed)
     target_rows = protocol.target_samples(samples)
-    shard_dir = manifest["shard_dir"]
-    train_set, val_set, target_set = (ShardDataset(shard_dir, rows) for rows in (train_rows, val_rows, target_rows))
-    sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class, seed=cfg.seed,
-                                   rank=rank, world=world)
-    method = build_method(cfg).to(device)
+    method_cls, method_cfg = method_config(cfg)
+    cfg = replace(cfg, per_class=cfg.per_class or method_cfg.per_class)
+    channels = method_cls.channels(method_cfg)
+    train_set, val_set, target_set = (ShardDataset(manifest["shard_dir"], rows, channels)
+                                      for rows in (train_rows, val_rows, target_rows))
+    method = build_method(cfg, source_domains(protocol)).to(device)
     torch.manual_seed(cfg.seed * 1000 + rank)  # the same weights everywhere, other random draws per process
-    state = {"step": 0, "best": None}
+    sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class, seed=cfg.seed, rank=rank,
+                                   world=world, single_class_domains=method.single_class_domains,
+                                   batches_per_epoch=pseudo_epoch_length(method, train_set, cfg.per_class))
+    clips = clip_sampler = None
+    if method.clip_length:
+        clips = ClipDataset(train_set, method.clip_length)
+        clip_sampler = ClipSampler(clips, method.config.clips_per_class, seed=cfg.seed, rank=rank, world=world)
+    state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "domains": None}
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
         state = load_checkpoint(checkpoint, method, rank)
@@ -155,38 +179,95 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
                                       "build": manifest["build"], "config_hash": manifest["config_hash"],
                                       "selection": selection_name(cfg), "hparams": method.hparams(),
-                                      "world_size": world, "train_samples": len(train_rows),
-                                      "validation_samples": len(val_rows), "target_samples": len(target_rows)})
+                                      "channels": list(channels), "world_size": world,
+                                      "train_samples": len(train_rows), "validation_samples": len(val_rows),
+                                      "target_samples": len(target_rows),
+                                      "clip_videos_skipped": clips.skipped if clips else None})
     if world > 1:
         method.distribute([device.index] if device.type == "cuda" else None)
-    per_epoch = len(sampler)
-    loader = None
     while state["step"] < cfg.steps:
-        epoch, start = divmod(state["step"], per_epoch)
-        sampler.set_epoch(epoch, start)
-        loader = make_loader(train_set, sampler, workers=cfg.workers)
-        for batch in loader:
+        if method.pseudo_domains and state["batch"] == 0:
+            assign_pseudo_domains(method, cfg, device, state, train_set, out if lead else None, world)
+        if state["domains"] is not None:
+            sampler.set_domains(state["domains"])
+        sampler.set_epoch(state["epoch"], state["batch"])
+        clip_batches = iter_clips(clips, clip_sampler, state["step"], cfg.workers)
+        for batch in make_loader(train_set, sampler, workers=cfg.workers):
             step = state["step"] + 1
+            if state["domains"] is not None:
+                batch["domain"] = torch.as_tensor(np.asarray(state["domains"])[batch["index"].numpy()])
+            batch = prepare(cfg, device, batch)
+            if clip_batches is not None:
+                batch["clip"] = prepare(cfg, device, next(clip_batches))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 try:
-                    losses = method.update(prepare(cfg, device, batch))
+                    losses = method.update(batch)
                 except NonFiniteLoss as err:  # raised in every process alike
                     save_checkpoint(checkpoint, method, state, lead)
-                    ids = train_rows.iloc[batch["index"].numpy()]["video_id"].tolist()
+                    ids = train_rows.iloc[batch["index"].cpu().numpy()]["video_id"].tolist()
                     raise TrainingStopped(f"step {step}: non-finite loss {err.losses}; batch videos {ids[:8]}...; "
                                           f"checkpoint of step {state['step']} written to {checkpoint}") from None
-            state["step"] = step
+            state["step"], state["batch"] = step, state["batch"] + 1
             if lead:
-                log(out, {"step": step, "epoch": epoch, "kind": "train", **losses})
+                log(out, {"step": step, "epoch": state["epoch"], "kind": "train", **losses})
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 if lead:
                     evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_set, target_rows, out)
                 save_checkpoint(checkpoint, method, state, lead)
             if step >= cfg.steps:
                 break
+        if state["batch"] >= len(sampler):
+            state["epoch"], state["batch"] = state["epoch"] + 1, 0
     if not lead:
         return None
-    return final_report(cfg, device, method, state, target_set, target_rows, out, protocol)
+    return final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set)
+
+
+def pseudo_epoch_length(method, train_set: ShardDataset, per_class: int) -> int | None:
+    """For methods with pseudo-domains, an epoch is about one pass over the training samples (the default
+    epoch, set by the smallest group, would change with every clustering)."""
+    if not method.pseudo_domains:
+        return None
+    return max(1, len(train_set) // (2 * per_class * len(np.unique(train_set.domains))))
+
+
+def iter_clips(clips, clip_sampler, step: int, workers: int):
+    """Clip batches from the one of ``step`` on (clip epochs follow the step count, so resume is exact)."""
+    if clips is None:
+        return None
+    def batches():
+        epoch, start = divmod(step, len(clip_sampler))
+        while True:
+            clip_sampler.set_epoch(epoch, start)
+            yield from make_loader(clips, clip_sampler, workers=min(workers, 1))
+            epoch, start = epoch + 1, 0
+    return batches()
+
+
+def assign_pseudo_domains(method, cfg, device, state, train_set: ShardDataset, out: Path | None, world: int):
+    """Re-label the training samples with the method's pseudo-domains (computed by process 0, shared with the
+    others), log how they agree with the datasets and with the previous epoch's labels."""
+    labels = None
+    if out is not None:
+        features = []
+        loader = make_loader(train_set, BatchSampler(SequentialSampler(range(len(train_set))), 64, False), workers=0)
+        method.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            for batch in loader:
+                features.append(method.domain_features(prepare(cfg, device, batch), state["epoch"]).float().cpu())
+        previous = None if state["domains"] is None else np.asarray(state["domains"])
+        labels = method.assign_domains(torch.cat(features).numpy(), train_set.labels, previous, state["epoch"])
+        entry = {"step": state["step"], "epoch": state["epoch"], "kind": "domains",
+                 "nmi_datasets": agreement(labels, train_set.domains),
+                 "nmi_previous": agreement(labels, previous) if previous is not None else float("nan"),
+                 "source": method.domain_source(state["epoch"])}
+        entry.update({f"size_{d}": int((labels == d).sum()) for d in np.unique(labels)})
+        log(out, entry)
+    if world > 1:
+        shared = [labels]
+        dist.broadcast_object_list(shared, src=0)
+        labels = shared[0]
+    state["domains"] = np.asarray(labels).tolist()
 
 
 def selection_name(cfg: RunConfig) -> str:
@@ -209,18 +290,42 @@ def evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_se
             torch.save(method.state_dict(), tmp)
 
 
-def final_report(cfg, device, method, state, target_set, target_rows, out, protocol) -> dict:
+def final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set) -> dict:
     method.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True))
     frames = frame_table(target_rows, score(method, target_set, cfg, device))
     with atomic_path(out / "scores.csv") as tmp:
         frames.to_csv(tmp, index=False)
     threshold = state["best"]["threshold"]
+    metrics = report(frames, source_threshold=threshold)
+    if method.clip_length:  # the video branch scores whole videos; its threshold comes from source videos
+        val_videos = video_scores(method, val_set, cfg, device)
+        videos = video_scores(method, target_set, cfg, device)
+        with atomic_path(out / "video_scores.csv") as tmp:
+            videos.to_csv(tmp, index=False)
+        branch_threshold = eer(val_videos["score"].to_numpy(), val_videos["label"].to_numpy())[1]
+        metrics["video_branch"] = level_metrics(videos, branch_threshold)
     result = {"protocol": protocol.name, "variant": protocol.variant, "method": cfg.method,
               "selection": selection_name(cfg), "best_step": state["best"]["step"],
-              "deployable_threshold": threshold, "metrics": report(frames, source_threshold=threshold)}
+              "deployable_threshold": threshold, "metrics": metrics}
     write_json(out / "report.json", result)
     plot_roc(frames, out / "roc.png", f"{cfg.method} {protocol.name} ({protocol.variant})")
     return result
+
+
+def video_scores(method, dataset: ShardDataset, cfg: RunConfig, device: torch.device) -> pd.DataFrame:
+    """One live probability per video from the method's video branch, over all its sampled frames in order."""
+    clips = ClipDataset(dataset, 1)
+    rows = []
+    for number, video_id in enumerate(clips.video_ids):
+        frames = clips.videos[number]
+        batch = dataset.__getitems__(frames)
+        image = prepare(cfg, device, {**batch, "image": batch["image"]})["image"]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            value = float(method.predict_video(image[None]).float().cpu()[0])
+        first = dataset.samples.iloc[frames[0]]
+        rows.append({"video_id": video_id, "label": int(first["label"] == "live"), "attack": first["attack"],
+                     "score": value, "frames": len(frames)})
+    return pd.DataFrame(rows)
 
 
 def plot_roc(frames: pd.DataFrame, path: Path, title: str) -> None:
@@ -289,12 +394,23 @@ def evaluate_run(out: Path) -> dict:
     meta_path = out / "run.json"
     if not meta_path.is_file() or not (out / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{out}: not a run folder (run.json and checkpoint.pt are needed)")
-    cfg = RunConfig(**json.loads(meta_path.read_text())["config"])
+    saved = json.loads(meta_path.read_text())["config"]
+    cfg = RunConfig(**{**saved, "options": tuple(saved.get("options", ()))})
     device = resolve_device(cfg.device)
     manifest, samples = load_build(cfg.build)
     protocol = load_protocol(cfg.protocol, cfg.variant)
+    method_cls, method_cfg = method_config(cfg)
+    channels = method_cls.channels(method_cfg)
+    _, val_rows = holdout_by_subject(protocol.source_samples(samples), protocol.holdout_fraction,
+                                     protocol.holdout_seed)
     target_rows = protocol.target_samples(samples)
-    method = build_method(cfg).to(device)
+    method = build_method(cfg, source_domains(protocol)).to(device)
     state = load_checkpoint(out / "checkpoint.pt", method)
-    return final_report(cfg, device, method, state, ShardDataset(manifest["shard_dir"], target_rows), target_rows,
-                        out, protocol)
+    shard_dir = manifest["shard_dir"]
+    return final_report(cfg, device, method, state, ShardDataset(shard_dir, target_rows, channels), target_rows,
+                        out, protocol, ShardDataset(shard_dir, val_rows, channels))
+
+
+def source_domains(protocol) -> list:
+    """The domain codes of a protocol's source datasets."""
+    return sorted(DOMAINS[d] for d in protocol.sources)

@@ -46,10 +46,45 @@ class Objective(nn.Module):
 
 
 class Method(nn.Module):
-    """A training method. Subclasses build their networks, set ``self.config``, ``self.optimizer`` and
-    ``self.generator`` (its own random draws, checkpointed), and define :meth:`losses` (a dict with
-    ``total``) and :meth:`predict`; a method with several optimisers or steps overrides :meth:`update` and
-    calls :meth:`optimize` for each step."""
+    """A training method. Subclasses build their networks in :meth:`create`, set ``self.config``,
+    ``self.optimizer`` and ``self.generator`` (its own random draws, checkpointed), and define :meth:`losses`
+    (a dict with ``total``) and :meth:`predict`; a method with several optimisers or steps overrides
+    :meth:`update` and calls :meth:`optimize` for each step.
+
+    What the training loop asks of a method: ``channels(config)`` (shard channels it reads),
+    ``pseudo_domains`` (if true, :meth:`domain_features` and :meth:`assign_domains` re-label the training
+    samples each epoch), ``single_class_domains`` (its pseudo-domains may hold one class), ``clip_length``
+    (if > 0, each batch also carries clips of that many frames under ``clip``)."""
+
+    pseudo_domains = False
+    single_class_domains = False
+    clip_length = 0
+
+    @staticmethod
+    def channels(config) -> tuple:
+        """The shard channels the method's input stacks (RGB + HSV unless a method says otherwise)."""
+        return ("rgb", "hsv")
+
+    @classmethod
+    def create(cls, config, network: str, domains: list, seed: int) -> "Method":
+        """The method with its networks of size preset ``network``, for the source ``domains`` (codes)."""
+        raise NotImplementedError
+
+    def domain_features(self, batch: dict, epoch: int) -> torch.Tensor:
+        """(B, F) features that pseudo-domains are clustered on (called without gradients, in eval mode)."""
+        raise NotImplementedError
+
+    def assign_domains(self, features, labels, previous, epoch: int):
+        """Pseudo-domain labels of every training sample from their features (``previous``: last epoch's)."""
+        raise NotImplementedError
+
+    def domain_source(self, epoch: int) -> str:
+        """What :meth:`domain_features` used in ``epoch`` (logged with each clustering)."""
+        return "model"
+
+    def predict_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """Live probability of each video (B x L x C x S x S frames in order), for methods with clips."""
+        raise NotImplementedError
 
     def losses(self, batch: dict) -> dict:
         raise NotImplementedError

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..models import rfm_networks
 from .base import Method
 from .rfm import depth_loss
 
@@ -16,6 +17,7 @@ from .rfm import depth_loss
 class ERMConfig:
     lr: float = 1e-3
     depth_weight: float = 0.0
+    per_class: int = 10  # live and spoof samples per domain in a batch (the authors' code)
 
 
 class ERM(Method):
@@ -25,6 +27,10 @@ class ERM(Method):
         self.feature, self.depth, self.meta, self.config = feature, depth, meta, config
         self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
         self.generator = torch.Generator().manual_seed(seed)  # unused; kept so every method checkpoints alike
+
+    @classmethod
+    def create(cls, config: ERMConfig, network: str, domains: list, seed: int) -> "ERM":
+        return cls(*rfm_networks(network), config, seed=seed)
 
     def losses(self, batch: dict) -> dict:
         x = batch["image"]

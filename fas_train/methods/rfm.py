@@ -29,6 +29,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from ..models import rfm_networks
 from .base import Method
 
 
@@ -42,6 +43,7 @@ class RFMConfig:
     aggregated: bool = False
     meta: bool = True
     depth: bool = True
+    per_class: int = 10  # live and spoof samples per domain in a batch (the authors' code)
 
 
 def depth_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -61,6 +63,10 @@ class RFM(Method):
         self.feature, self.depth, self.meta, self.config = feature, depth, meta, config
         self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr, betas=(0.9, 0.999))
         self.generator = torch.Generator().manual_seed(seed)  # draws the meta-test domain
+
+    @classmethod
+    def create(cls, config: RFMConfig, network: str, domains: list, seed: int) -> "RFM":
+        return cls(*rfm_networks(network), config, seed=seed)
 
     def split_domains(self, domains: torch.Tensor) -> tuple[list[list[int]], int]:
         """Meta-train groups (each a list of domains) and the meta-test domain, drawn at random."""
