@@ -258,9 +258,9 @@ def assign_pseudo_domains(method, cfg, device, state, train_set: ShardDataset, o
         previous = None if state["domains"] is None else np.asarray(state["domains"])
         labels = method.assign_domains(torch.cat(features).numpy(), train_set.labels, previous, state["epoch"])
         entry = {"step": state["step"], "epoch": state["epoch"], "kind": "domains",
-                 "nmi_datasets": agreement(labels, train_set.domains),
-                 "nmi_previous": agreement(labels, previous) if previous is not None else float("nan"),
-                 "source": method.domain_source(state["epoch"])}
+                 "nmi_datasets": agreement(labels, train_set.domains), "source": method.domain_source(state["epoch"])}
+        if previous is not None:
+            entry["nmi_previous"] = agreement(labels, previous)
         entry.update({f"size_{d}": int((labels == d).sum()) for d in np.unique(labels)})
         log(out, entry)
     if world > 1:

@@ -62,6 +62,7 @@ class RFM(Method):
         super().__init__()
         self.feature, self.depth, self.meta, self.config = feature, depth, meta, config
         self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr, betas=(0.9, 0.999))
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)  # draws the meta-test domain
 
     @classmethod

@@ -59,8 +59,11 @@ class MetaLearner(nn.Module):
                                       nn.MaxPool2d(2), conv_bn_relu(b, c), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(c, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x)).squeeze(1)
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        """The logit; with ``with_features`` also the adaptation layer's features (before the classifier)."""
+        h = self.features(x)
+        logit = self.classifier(h).squeeze(1)
+        return (logit, h) if with_features else logit
 
 
 def xavier_init(module: nn.Module) -> None:
@@ -78,12 +81,14 @@ SIZES = {  # "paper": the released networks; "small": the same layout at a quart
 }
 
 
-def rfm_networks(size: str = "paper", in_channels: int = 6) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """Feature extractor, depth estimator and meta learner of a size preset, Xavier-initialised."""
+def rfm_networks(size: str = "paper", in_channels: int = 6,
+                 feature_class=FeatureExtractor) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """Feature extractor (``feature_class``, RFM's by default), depth estimator and meta learner of a size
+    preset, Xavier-initialised."""
     if size not in SIZES:
         raise ValueError(f"unknown network size {size!r}; known: {sorted(SIZES)}")
     s = SIZES[size]
-    feature = FeatureExtractor(in_channels, s["width"], s["block"])
+    feature = feature_class(in_channels, s["width"], s["block"])
     depth = DepthEstimator(feature.out_channels[0], s["depth"])
     meta = MetaLearner(feature.out_channels[1], s["meta"])
     for net in (feature, depth, meta):

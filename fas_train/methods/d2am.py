@@ -1,0 +1,183 @@
+"""D²AM: generalisable representation learning for mixture-domain face anti-spoofing (Chen et al., AAAI 2021).
+
+Each epoch has two stages.
+1. Pseudo-domains. Domain features df(x) are the instance-norm statistics (mean, std over space) of the
+   domain part F- of each DRLM, restricted to the half of the channels with the lowest attention (the
+   ``select`` option; all channels without it), stacked over the three DRLMs. K-means runs on the live and on
+   the spoof samples apart (K clusters each); the spoof clusters are paired with the nearest live ones and the
+   combined labels are matched to the previous epoch's with the Hungarian algorithm. The first epoch clusters
+   the instance-norm statistics of the four stages of an ImageNet-pretrained ResNet when its weights are
+   found locally (see :mod:`fas_train.models.backbones`); otherwise it falls back to *input style statistics*
+   (per-channel mean and std of the input, of the input downsampled 4x, and of its high-pass residual), and
+   the clustering log says which one ran. Each clustering logs its NMI with the datasets and with the previous
+   epoch's pseudo-domains.
+2. Meta-learning on the pseudo-domains (Eqs. 8-13): K-1 meta-train domains and one meta-test domain per step;
+   per meta-train domain L_cls + lambda_m L_MMD (MMD with a Gaussian kernel between the meta learner's
+   adaptation-layer features and samples of N(0, I)), L_dep, the entropy loss lambda_p L_P of the three DRLMs,
+   and an inner update theta_M' = theta_M - alpha grad(L_cls + lambda_m L_MMD); on the meta-test domain L_dep
+   and, through every adapted learner, L_cls + lambda_m L_MMD. One Adam step (beta) on the sum.
+
+Choices where the paper is silent:
+- W_p (the probe of L_P) cannot be trained on L_P itself (W_p = 0 would minimise it without touching F-):
+  it is fit by BCE to the labels on detached F-, and the extractor minimises L_P through the probe's
+  detached weights, so F- is pushed to carry no task information.
+- DRLM reduction ratio 16; L_dep unweighted, as in Eqs. 12-13; second-order inner gradients as RFM.
+- ``pseudo=False`` is the paper's "w/ d" ablation: dataset domains instead of pseudo-domains.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from ..losses import enhancement_entropy, gaussian_mmd
+from ..models.backbones import ImageNetInput, resnet, resnet_stages
+from ..models.d2am_nets import D2AMFeatureExtractor
+from ..models.rfm_nets import rfm_networks
+from ..pseudo_domains import cluster_by_class, instance_statistics
+from .base import Method
+from .rfm import depth_loss
+
+
+@dataclass(frozen=True)
+class D2AMConfig:
+    inner_lr: float = 1e-3  # alpha
+    lr: float = 1e-4  # beta (Adam)
+    entropy_weight: float = 0.1  # lambda_p
+    mmd_weight: float = 0.05  # lambda_m
+    depth_weight: float = 1.0
+    domains: int = 3  # K
+    select: bool = True  # cluster the lowest-attention half of the channels only
+    pseudo: bool = True  # False: dataset domains (the paper's "w/ d")
+    second_order: bool = True
+    per_class: int = 10
+    first_epoch_backbone: str = "resnet50"
+    pretrained: str = "auto"  # "auto" (local weights if any), "none", or a checkpoint path
+
+
+class D2AM(Method):
+    def __init__(self, feature: nn.Module, depth: nn.Module, meta: nn.Module, config: D2AMConfig = D2AMConfig(),
+                 seed: int = 0):
+        super().__init__()
+        self.feature, self.depth, self.meta, self.config = feature, depth, meta, config
+        self.pseudo_domains = config.pseudo
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.provenance = {}
+        if config.pseudo:  # kept out of the module tree: not trained, not checkpointed
+            backbone, source = resnet(config.first_epoch_backbone, config.pretrained)
+            self.__dict__["_imagenet"] = nn.Sequential(ImageNetInput(), backbone).eval() \
+                if source.startswith("imagenet") else None
+            self.provenance["first_epoch_features"] = (
+                f"{config.first_epoch_backbone} {source}" if self._imagenet is not None
+                else "input style statistics (fallback: no local ImageNet ResNet weights)")
+
+    @classmethod
+    def create(cls, config: D2AMConfig, network: str, domains: list, seed: int) -> "D2AM":
+        return cls(*rfm_networks(network, feature_class=D2AMFeatureExtractor), config, seed=seed)
+
+    # -- training step -------------------------------------------------------------------------------------
+    def split_domains(self, domains: torch.Tensor) -> tuple[list[int], int]:
+        present = torch.unique(domains).tolist()
+        if len(present) < 2:
+            raise ValueError(f"D²AM needs at least two (pseudo-)domains in a batch, got {present}")
+        order = [present[i] for i in torch.randperm(len(present), generator=self.generator).tolist()]
+        return order[:-1], order[-1]
+
+    def mmd_to_prior(self, h: torch.Tensor) -> torch.Tensor:
+        prior = torch.randn(h.shape, generator=self.generator).to(h.device)
+        return gaussian_mmd(h.float(), prior)
+
+    def entropy_terms(self, parts, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_P summed over the DRLMs through detached probes, the probes' own BCE on detached F-)."""
+        entropy, probe = 0, 0
+        for drlm, (f_minus, _) in zip(self.feature.drlm, parts):
+            pooled = F.adaptive_avg_pool2d(f_minus, 1).flatten(1)
+            logit = F.linear(pooled, drlm.probe.weight.detach(), drlm.probe.bias.detach()).squeeze(1)
+            entropy = entropy + enhancement_entropy(logit)
+            probe = probe + F.binary_cross_entropy_with_logits(drlm.probe(pooled.detach()).squeeze(1), y)
+        return entropy, probe
+
+    def objective(self, batch: dict, train: list[int], test: int) -> dict:
+        """The losses of one step for a given split of the (pseudo-)domains."""
+        cfg = self.config
+        x, target, domains = batch["image"], batch["depth"], batch["domain"]
+        y = batch["label"].to(x.dtype)
+        params = dict(self.meta.named_parameters())
+        zero = x.new_zeros(())
+        cls_train = mmd_train = dep_train = entropy = probe = zero
+        adapted = []
+        for d in train:
+            mask = domains == d
+            for_depth, for_meta, parts = self.feature(x[mask])
+            logit, h = functional_call(self.meta, params, (for_meta,), {"with_features": True})
+            cls, mmd = F.binary_cross_entropy_with_logits(logit, y[mask]), self.mmd_to_prior(h)
+            grads = torch.autograd.grad(cls + cfg.mmd_weight * mmd, list(params.values()),
+                                        create_graph=cfg.second_order, retain_graph=True)
+            adapted.append({name: p - cfg.inner_lr * (g if cfg.second_order else g.detach())
+                            for (name, p), g in zip(params.items(), grads)})
+            cls_train, mmd_train = cls_train + cls, mmd_train + mmd
+            dep_train = dep_train + depth_loss(self.depth(for_depth), target[mask])
+            ent, fit = self.entropy_terms(parts, y[mask])
+            entropy, probe = entropy + ent, probe + fit
+        mask = domains == test
+        for_depth, for_meta, _ = self.feature(x[mask])
+        cls_test = mmd_test = zero
+        for fast in adapted:
+            logit, h = functional_call(self.meta, fast, (for_meta,), {"with_features": True})
+            cls_test = cls_test + F.binary_cross_entropy_with_logits(logit, y[mask])
+            mmd_test = mmd_test + self.mmd_to_prior(h)
+        dep_test = depth_loss(self.depth(for_depth), target[mask])
+        total = (cls_train + cfg.mmd_weight * mmd_train + cls_test + cfg.mmd_weight * mmd_test
+                 + cfg.depth_weight * (dep_train + dep_test) + cfg.entropy_weight * entropy + probe)
+        return {"total": total, "cls_train": cls_train, "cls_test": cls_test, "mmd_train": mmd_train,
+                "mmd_test": mmd_test, "dep_train": dep_train, "dep_test": dep_test, "entropy": entropy,
+                "probe": probe}
+
+    def losses(self, batch: dict) -> dict:
+        train, test = self.split_domains(batch["domain"])
+        return self.objective(batch, train, test)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.eval()
+        return torch.sigmoid(self.meta(self.feature(x)[1]))
+
+    # -- pseudo-domains ------------------------------------------------------------------------------------
+    def domain_source(self, epoch: int) -> str:
+        return self.provenance["first_epoch_features"] if epoch == 0 else "model: DRLM domain features"
+
+    def domain_features(self, batch: dict, epoch: int) -> torch.Tensor:
+        x = batch["image"]
+        if epoch == 0:
+            if self._imagenet is not None:
+                return torch.cat([instance_statistics(s) for s in resnet_stages(self._imagenet[1],
+                                                                                 self._imagenet[0](x))], 1)
+            return input_style_statistics(x)
+        stats = []
+        for f_minus, a in self.feature(x)[2]:
+            if self.config.select:
+                lowest = a.argsort(dim=1)[:, :a.shape[1] // 2]
+                f_minus = f_minus.gather(1, lowest[:, :, None, None].expand(-1, -1, *f_minus.shape[2:]))
+            stats.append(instance_statistics(f_minus))
+        return torch.cat(stats, 1)
+
+    def assign_domains(self, features, labels, previous, epoch: int):
+        return cluster_by_class(features, labels, self.config.domains, seed=1000 * self.seed + epoch,
+                                previous=previous)
+
+    def hparams(self) -> dict:
+        return {**super().hparams(), **self.provenance}
+
+
+def input_style_statistics(x: torch.Tensor) -> torch.Tensor:
+    """Label-free style features of images: per-channel mean and std of the input, of the input downsampled
+    4x, and of its high-pass residual (input minus a 5 x 5 box blur: noise, moiré, sharpness)."""
+    blurred = F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    return torch.cat([instance_statistics(x), instance_statistics(F.avg_pool2d(x, 4)),
+                      instance_statistics(x - blurred)], 1)
