@@ -82,7 +82,7 @@ class ShardDataset(Dataset):
             dataset.read_direct(out, source_sel=np.s_[row])
 
     def __getitems__(self, indices) -> dict:
-        indices = np.asarray(indices, np.int64)
+        indices = np.array(indices, np.int64)  # a copy: tables may hand out read-only arrays
         image_t = _batch_tensor((len(indices),) + self.image_shape)
         depth_t = _batch_tensor((len(indices),) + self.depth_shape)
         image, depth = image_t.numpy(), depth_t.numpy()

@@ -113,9 +113,11 @@ def build_method(cfg: RunConfig, domains: list):
 
 def prepare(cfg: RunConfig, device: torch.device, batch: dict) -> dict:
     batch = to_device(batch, device, channels_last=device.type == "cuda")
-    if cfg.input_size and batch["image"].shape[-1] != cfg.input_size:
-        batch["image"] = torch.nn.functional.interpolate(batch["image"], size=cfg.input_size, mode="bilinear",
-                                                         antialias=True, align_corners=False)
+    image = batch["image"]
+    if cfg.input_size and image.shape[-1] != cfg.input_size:  # frames (N, C, S, S) or clips (N, L, C, S, S)
+        resized = torch.nn.functional.interpolate(image.flatten(0, image.ndim - 4), size=cfg.input_size,
+                                                  mode="bilinear", antialias=True, align_corners=False)
+        batch["image"] = resized.view(*image.shape[:-2], cfg.input_size, cfg.input_size)
     return batch
 
 
@@ -164,7 +166,8 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
                                       for rows in (train_rows, val_rows, target_rows))
     method = build_method(cfg, source_domains(protocol)).to(device)
     torch.manual_seed(cfg.seed * 1000 + rank)  # the same weights everywhere, other random draws per process
-    sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class, seed=cfg.seed, rank=rank,
+    sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class * method.batch_chunks,
+                                   seed=cfg.seed, rank=rank,
                                    world=world, single_class_domains=method.single_class_domains,
                                    batches_per_epoch=pseudo_epoch_length(method, train_set, cfg.per_class))
     clips = clip_sampler = None

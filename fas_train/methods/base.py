@@ -54,11 +54,14 @@ class Method(nn.Module):
     What the training loop asks of a method: ``channels(config)`` (shard channels it reads),
     ``pseudo_domains`` (if true, :meth:`domain_features` and :meth:`assign_domains` re-label the training
     samples each epoch), ``single_class_domains`` (its pseudo-domains may hold one class), ``clip_length``
-    (if > 0, each batch also carries clips of that many frames under ``clip``)."""
+    (if > 0, each batch also carries clips of that many frames under ``clip``), ``batch_chunks`` (the
+    sampler draws ``per_class x batch_chunks`` per (domain, class): a method that takes several mini-batches
+    per step cuts them from the blocks)."""
 
     pseudo_domains = False
     single_class_domains = False
     clip_length = 0
+    batch_chunks = 1
 
     @staticmethod
     def channels(config) -> tuple:

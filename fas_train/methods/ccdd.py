@@ -1,0 +1,150 @@
+"""Class-conditional domain discriminator (Saha et al., CVPRW 2020), image branch (``ccdd``) and image +
+video branches (``ccdd-video``).
+
+Image branch (Eq. 1): a ResNet encoder and a live/spoof classifier minimise BCE, while a class-conditional
+discriminator behind a gradient reversal layer (constant factor 0.2) classifies the source domain of the live
+samples with its live head and of the spoof samples with its spoof head; the encoder, through the reversal,
+makes each class's features indistinguishable across domains. Loss = L_c + lambda_IB (L_live + L_spoof).
+
+Video branch (Eq. 2): clips of ``clip_length`` consecutive sampled frames (paper: 8) of one video go through
+the shared encoder and an LSTM (hidden 256) with its own classifier and its own class-conditional
+discriminator behind its own reversal layer. The two branches are trained alternately, one SGD step each per
+iteration (image step first). Video-level scores of the video branch come from the LSTM over all of a video's
+sampled frames (reported apart as ``video_branch``).
+
+Paper settings: ResNet-50 (``network=paper``; ResNet-18 with ``small``), 224 x 224 input (``--input-size
+224``), SGD lr 3e-4, momentum 0.9, weight decay 1e-5, 16 images per domain (8 live + 8 spoof), 2 clips per
+domain (1 + 1), lambda_IB = lambda_VB = 1. Choices where the paper is silent (its supplement is not public):
+discriminator width 1024 and dropout 0.5; losses are means over the batch, not sums; one BCE logit instead of
+a 2-way softmax (equivalent).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from ..losses import reverse_gradient
+from ..models.ccdd_nets import BACKBONES, ClassConditionalDiscriminator, Encoder, VideoHead
+from .base import Method
+
+
+@dataclass(frozen=True)
+class CCDDConfig:
+    lr: float = 3e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    grl_factor: float = 0.2
+    image_weight: float = 1.0  # lambda_IB
+    video_weight: float = 1.0  # lambda_VB
+    discriminator_width: int = 1024
+    dropout: float = 0.5
+    per_class: int = 8
+    clip_length: int = 8
+    clips_per_class: int = 1
+    lstm_hidden: int = 256
+    pretrained: str = "auto"
+
+
+class CCDD(Method):
+    """The image branch."""
+
+    def __init__(self, config: CCDDConfig, network: str, domains: list, seed: int = 0):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(BACKBONES[network], config.pretrained)
+        self.classifier = torch.nn.Linear(self.encoder.out_features, 1)
+        self.discriminator = ClassConditionalDiscriminator(self.encoder.out_features, len(domains),
+                                                           config.discriminator_width, config.dropout)
+        self.register_buffer("domain_codes", torch.tensor(sorted(domains)), persistent=False)
+        self.generator = torch.Generator().manual_seed(seed)  # no draws of its own; checkpointed like all
+        self.provenance = {"backbone": BACKBONES[network], "pretrained_weights": self.encoder.source}
+
+    def build_optimizer(self) -> None:
+        cfg = self.config
+        self.optimizer = torch.optim.SGD(self.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+
+    @classmethod
+    def create(cls, config: CCDDConfig, network: str, domains: list, seed: int) -> "CCDD":
+        method = cls(config, network, domains, seed)
+        method.build_optimizer()
+        return method
+
+    @staticmethod
+    def channels(config) -> tuple:
+        return ("rgb",)
+
+    def domain_index(self, domains: torch.Tensor) -> torch.Tensor:
+        """Source domain codes -> 0..D-1 (the discriminator heads' classes)."""
+        index = torch.searchsorted(self.domain_codes, domains.contiguous()).clamp(max=len(self.domain_codes) - 1)
+        if not torch.equal(self.domain_codes[index], domains):
+            raise ValueError(f"domains {torch.unique(domains).tolist()} are not all sources {self.domain_codes.tolist()}")
+        return index
+
+    def adversarial(self, discriminator, features, labels, domains) -> torch.Tensor:
+        """The class-conditional domain losses (live head on live rows, spoof head on spoof rows), behind the GRL."""
+        live = labels == 1
+        live_logits, spoof_logits = discriminator(reverse_gradient(features.float(), self.config.grl_factor), live)
+        target = self.domain_index(domains)
+        loss = features.new_zeros((), dtype=torch.float32)
+        if live.any():
+            loss = loss + F.cross_entropy(live_logits, target[live])
+        if (~live).any():
+            loss = loss + F.cross_entropy(spoof_logits, target[~live])
+        return loss
+
+    def image_losses(self, batch: dict) -> dict:
+        features = self.encoder(batch["image"])
+        y = batch["label"]
+        cls = F.binary_cross_entropy_with_logits(self.classifier(features).squeeze(1).float(), y.float())
+        domain = self.adversarial(self.discriminator, features, y, batch["domain"])
+        return {"total": cls + self.config.image_weight * domain, "cls": cls, "domain": domain}
+
+    losses = image_losses
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.eval()
+        return torch.sigmoid(self.classifier(self.encoder(x)).squeeze(1))
+
+    def hparams(self) -> dict:
+        return {**super().hparams(), **self.provenance}
+
+
+class CCDDVideo(CCDD):
+    """Image and video branches, trained alternately; the encoder is shared."""
+
+    def __init__(self, config: CCDDConfig, network: str, domains: list, seed: int = 0):
+        super().__init__(config, network, domains, seed)
+        self.clip_length = config.clip_length
+        self.video = VideoHead(self.encoder.out_features, config.lstm_hidden)
+        self.video_discriminator = ClassConditionalDiscriminator(config.lstm_hidden, len(domains),
+                                                                 config.discriminator_width, config.dropout)
+
+    def sequence(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, LSTM states) of clips (B, L, C, H, W)."""
+        b, length = frames.shape[:2]
+        features = self.encoder(frames.flatten(0, 1)).view(b, length, -1)
+        return self.video(features)
+
+    def video_losses(self, clip: dict) -> dict:
+        logits, state = self.sequence(clip["image"])
+        y = clip["label"]
+        cls = F.binary_cross_entropy_with_logits(logits.float(), y.float())
+        domain = self.adversarial(self.video_discriminator, state, y, clip["domain"])
+        return {"total": cls + self.config.video_weight * domain, "video_cls": cls, "video_domain": domain}
+
+    def update(self, batch: dict) -> dict:
+        self.train()
+        image = self.optimize(self.image_losses, self.optimizer, batch)
+        video = self.optimize(self.video_losses, self.optimizer, batch["clip"])
+        return {**{f"image_{k}" if k == "total" else k: v for k, v in image.items()},
+                **{f"video_{k}" if k == "total" else k: v for k, v in video.items()},
+                "total": image["total"] + video["total"]}
+
+    @torch.no_grad()
+    def predict_video(self, frames: torch.Tensor) -> torch.Tensor:
+        self.eval()
+        return torch.sigmoid(self.sequence(frames)[0])

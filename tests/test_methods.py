@@ -1,0 +1,160 @@
+"""Every method on the same trainer: each learns a separable toy batch, Meta Pattern's inner and outer steps
+touch what they should, the networks have the documented shapes, clips are ordered frames of one video, and
+the pseudo-domain and video-branch methods run end to end (resuming exactly)."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fas_train.data import ClipDataset, ClipSampler, ShardDataset, load_build
+from fas_train.methods import METHODS
+from fas_train.methods.metapattern import MetaPattern, MetaPatternConfig, chunk_rows, select
+from fas_train.models.metapattern_nets import HFM, HFN
+from fas_train.train import RunConfig, run
+
+from conftest import PROTOCOL
+
+WATCH = {"rfm": "cls_train", "erm": "cls", "pdl": "cls_train", "d2am": "cls_train", "ccdd": "cls",
+         "ccdd-video": "video_cls", "metapattern": "bce"}
+
+
+def toy_batch(channels: int, per_class: int = 2, size: int = 32, seed: int = 0) -> dict:
+    """Three domains (their own brightness); live faces carry a fine checkerboard, attacks are smooth."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.tensor(([1] * per_class + [0] * per_class) * 3)
+    domains = torch.arange(3).repeat_interleave(2 * per_class)
+    base = 0.3 + 0.15 * domains[:, None, None, None] + 0.05 * torch.rand(len(labels), 1, 1, 1, generator=g)
+    checker = ((torch.arange(size)[:, None] + torch.arange(size)[None]) % 2).float()
+    image = base + 0.25 * labels[:, None, None, None] * (checker - 0.5) + 0.02 * torch.randn(len(labels), channels, size,
+                                                                                          size, generator=g)
+    depth = labels[:, None, None, None].float().expand(-1, 1, size // 8, size // 8).clone()
+    return {"image": image.clamp(0, 1), "depth": depth, "label": labels, "domain": domains}
+
+
+def make(name: str, **overrides):
+    cls, config_cls = METHODS[name]
+    torch.manual_seed(0)
+    return cls.create(config_cls(**overrides), "small", [0, 1, 2], seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_each_method_learns_a_separable_toy_batch(name):
+    overrides = {"clip_length": 2} if name == "ccdd-video" else {}
+    if name == "metapattern":
+        overrides = {"inner_steps": 1}
+    if name in ("ccdd", "ccdd-video"):
+        overrides["lr"] = 1e-2
+    method = make(name, **overrides)
+    channels = len(type(method).channels(method.config)) * 3
+    batch = toy_batch(channels, per_class=2 * method.batch_chunks)
+    if name == "ccdd-video":
+        batch["clip"] = {**{k: batch[k][::2] for k in ("label", "domain")},
+                         "image": torch.stack([batch["image"][::2], batch["image"][1::2]], 1)}
+    history = [method.update(batch)[WATCH[name]] for _ in range(12)]
+    assert np.mean(history[-3:]) < 0.8 * np.mean(history[:3]), history
+    scores = method.predict(batch["image"])
+    assert scores.shape == (len(batch["label"]),) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def flat(module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+def test_meta_pattern_inner_steps_change_phi_only_and_theta_uses_the_adapted_phi():
+    method = make("metapattern", inner_steps=2)
+    batch = toy_batch(3, per_class=2 * method.batch_chunks)
+    method.train()
+    phi0, theta0 = flat(method.pattern), flat(method.hfn)
+    start = copy.deepcopy(method)
+    method.phi_steps(batch, held=1)
+    assert not torch.equal(flat(method.pattern), phi0) and torch.equal(flat(method.hfn), theta0)
+    adapted = flat(method.pattern)
+    method.theta_step(batch, others=[0, 2])
+    assert torch.equal(flat(method.pattern), adapted) and not torch.equal(flat(method.hfn), theta0)
+
+    def theta_after_step(phi_source):  # Theta's step from the same start, with a chosen Phi
+        other = copy.deepcopy(start)
+        other.pattern.load_state_dict(phi_source.pattern.state_dict())
+        other.train()
+        other.theta_step(batch, others=[0, 2])
+        return flat(other.hfn)
+
+    assert torch.allclose(theta_after_step(method), flat(method.hfn), atol=1e-6)
+    assert not torch.allclose(theta_after_step(start), flat(method.hfn), atol=1e-6)
+
+
+def test_meta_pattern_chunks_split_every_block_and_refuses_depth_input():
+    batch = toy_batch(3, per_class=6)
+    parts = [chunk_rows(batch, k, 3) for k in range(3)]
+    assert sorted(torch.cat(parts).tolist()) == list(range(len(batch["label"])))
+    for part in parts:
+        chosen = select(batch, part)
+        assert [(int((chosen["domain"] == d).sum()), int((chosen["label"][chosen["domain"] == d] == 1).sum()))
+                for d in range(3)] == [(4, 2)] * 3
+    with pytest.raises(ValueError, match="reveal the label"):
+        MetaPattern(MetaPatternConfig(second_stream="depth"), "small")
+
+
+def test_hfm_and_hfn_output_shapes():
+    fusion = HFM(top=64, bottom=32, previous=16, out=8)
+    out = fusion(torch.rand(2, 64, 8, 8), torch.rand(2, 32, 8, 8), torch.rand(2, 16, 4, 4))
+    assert out.shape == (2, 8, 8, 8)
+    assert HFM(64, 32, None, 8)(torch.rand(2, 64, 4, 4), torch.rand(2, 32, 4, 4)).shape == (2, 8, 4, 4)
+    logits, pixel_map = HFN("resnet18", "none").eval()(torch.rand(2, 3, 256, 256), torch.rand(2, 3, 256, 256))
+    assert logits.shape == (2, 2) and pixel_map.shape == (2, 1, 32, 32)
+    assert ((pixel_map >= 0) & (pixel_map <= 1)).all()
+
+
+def test_clips_are_ordered_frames_of_one_video(train_build):
+    manifest, samples = load_build(train_build)
+    frames = ShardDataset(manifest["shard_dir"], samples, ("rgb",))
+    clips = ClipDataset(frames, 2)
+    sampler = ClipSampler(clips, per_class=1, seed=3)
+    batches = list(sampler)
+    assert batches == list(ClipSampler(clips, per_class=1, seed=3))  # reproducible
+    batch = clips.__getitems__(batches[0])
+    assert batch["image"].shape[:2] == (len(batches[0]), 2)
+    for clip_rows, label in zip(batch["frames"].numpy(), batch["label"].numpy()):
+        rows = samples.iloc[clip_rows]
+        assert rows["video_id"].nunique() == 1 and rows["frame_index"].is_monotonic_increasing
+        assert int(rows["label"].iloc[0] == "live") == label
+    direct = frames.__getitems__(batch["frames"][0].numpy())["image"]
+    assert torch.equal(batch["image"][0], direct)
+    with pytest.raises(ValueError, match="frames.count >= 9"):
+        ClipDataset(frames, 9)
+
+
+def run_config(train_build, out, method, steps, **kw):
+    return RunConfig(method=method, build=str(train_build), protocol=PROTOCOL, out=str(out), steps=steps,
+                     eval_every=3, per_class=2, network="small", input_size=32, workers=0, device="cpu", **kw)
+
+
+def test_pseudo_domains_are_reassigned_each_epoch_and_resume_exactly(train_build, tmp_path):
+    run(run_config(train_build, tmp_path / "straight", "d2am", 8))
+    run(run_config(train_build, tmp_path / "resumed", "d2am", 3))
+    run(run_config(train_build, tmp_path / "resumed", "d2am", 8))
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+            for name in ("straight", "resumed")}
+    clusterings = [r for r in rows["straight"] if r["kind"] == "domains"]
+    assert [r["epoch"] for r in clusterings][:2] == [0, 1]
+    assert clusterings[0]["source"].startswith("input style statistics (fallback")
+    assert "nmi_previous" in clusterings[1] and 0 <= clusterings[1]["nmi_datasets"] <= 1
+    straight = {r["step"]: r["total"] for r in rows["straight"] if r["kind"] == "train"}
+    resumed = {r["step"]: r["total"] for r in rows["resumed"] if r["kind"] == "train"}
+    assert straight.keys() == resumed.keys() == set(range(1, 9))
+    assert all(resumed[s] == pytest.approx(straight[s], rel=1e-6) for s in straight)
+    hparams = json.loads((tmp_path / "straight" / "run.json").read_text())["hparams"]
+    assert hparams["first_epoch_features"].startswith("input style statistics")
+
+
+def test_video_branch_trains_and_is_reported_per_video(train_build, tmp_path):
+    result = run(run_config(train_build, tmp_path / "video", "ccdd-video", 2, options=("clip_length=2",)))
+    branch = result["metrics"]["video_branch"]
+    assert branch["samples"] == result["metrics"]["video"]["samples"] and 0 <= branch["auc"] <= 1
+    assert (tmp_path / "video" / "video_scores.csv").exists()
+    run_info = json.loads((tmp_path / "video" / "run.json").read_text())
+    assert run_info["channels"] == ["rgb"] and run_info["hparams"]["pretrained_weights"].startswith("random")
