@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -71,6 +72,31 @@ def ddp_worker(rank: int, world: int, port: int) -> None:
 
 def test_ddp_gradients_are_the_mean_of_the_processes_gradients():
     mp.spawn(ddp_worker, args=(2, free_port()), nprocs=2, join=True)
+
+
+def several_steps_worker(rank: int, world: int, port: int, name: str) -> None:
+    from test_methods import make, toy_batch
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        method = make(name, **({"clip_length": 2} if name == "ccdd-video" else {"inner_steps": 2}))
+        method.distribute()
+        channels = 3 * len(type(method).channels(method.config))
+        for step in range(2):
+            batch = toy_batch(channels, per_class=2 * method.batch_chunks, seed=rank + 10 * step)
+            batch["clip"] = {**{k: batch[k][::2] for k in ("label", "domain")},
+                             "image": torch.stack([batch["image"][::2], batch["image"][1::2]], 1)}
+            method.update(batch)
+        weights = [torch.zeros(0)] * world
+        dist.all_gather_object(weights, flat(p.detach() for p in method.parameters()))
+        assert torch.equal(weights[0], weights[1])
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", ["metapattern", "ccdd-video"])
+def test_ddp_methods_with_several_steps_per_update_stay_in_sync(name):
+    mp.spawn(several_steps_worker, args=(2, free_port(), name), nprocs=2, join=True)
 
 
 def test_process_slices_make_up_the_global_batch():
