@@ -42,6 +42,9 @@ def _print(result: dict, out: Path) -> None:
     print(f"  video level: AUC {video['auc']:.4f}  HTER@target-EER-threshold {video['hter_at_target_eer_threshold']:.4f}  "
           f"HTER@source-threshold {video['hter_at_source_threshold']:.4f}  ACER {video['acer']:.4f}")
     print(f"  frame level: AUC {frame['auc']:.4f}  EER {frame['eer']:.4f}")
+    if "video_branch" in result["metrics"]:
+        branch = result["metrics"]["video_branch"]
+        print(f"  video branch: AUC {branch['auc']:.4f}  HTER@source-threshold {branch['hter_at_source_threshold']:.4f}")
     print(f"  report: {out / 'report.json'}  scores: {out / 'scores.csv'}  ROC: {out / 'roc.png'}")
 
 

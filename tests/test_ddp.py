@@ -109,10 +109,10 @@ def test_process_slices_make_up_the_global_batch():
             assert [(domains[i], labels[i]) for i in part] == [(d, c) for d in (0, 1, 2) for c in (1, 1, 0, 0)]
 
 
-def test_torchrun_trains_with_two_processes(train_build, tmp_path):
+def test_torchrun_trains_a_pseudo_domain_method_with_two_processes(train_build, tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "fas_train", "train", "--method", "rfm", "--build", str(train_build), "--protocol", PROTOCOL,
+               "-m", "fas_train", "train", "--method", "d2am", "--build", str(train_build), "--protocol", PROTOCOL,
                "--out", str(out), "--steps", "4", "--eval-every", "2", "--per-class", "2", "--network", "small",
                "--input-size", "32", "--workers", "0", "--device", "cpu"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
@@ -122,5 +122,6 @@ def test_torchrun_trains_with_two_processes(train_build, tmp_path):
     assert json.loads((out / "run.json").read_text())["world_size"] == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in rows if r["kind"] == "domains"] == [0]  # clustered once, shared by process 0
     assert len(torch.load(out / "checkpoint.pt", weights_only=False)["torch_rng"]) == 2
     assert json.loads((out / "report.json").read_text())["metrics"]["video"]["auc"] >= 0
