@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--network", choices=["paper", "small"], default="paper")
     train.add_argument("--input-size", dest="input_size", type=int, default=0)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--workers", type=int, default=2)
+    train.add_argument("--workers", type=int, default=0,
+                       help="DataLoader processes; 0 (default): threads in the training process read and prefetch")
     train.add_argument("--device", default="auto")
     train.add_argument("--select-on-target", dest="select_on_target", action="store_true",
                        help="ORACLE mode: pick the checkpoint on the target test set (labelled in every output)")

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -37,61 +40,96 @@ class ShardDataset(Dataset):
     Each item: ``image`` (uint8, the ``channels`` stacked: 6 x S x S for rgb + hsv), ``depth`` (uint8 1 x D x D),
     ``label`` (1 live, 0 spoof), ``domain`` and ``index`` (the row in ``samples``). Labels and domains come from
     the sample table (``domain`` may be replaced, e.g. by pseudo-domains). With a batch sampler, use
-    :func:`make_loader`: whole batches are read at once (``__getitems__``), uncompressed chunks as raw bytes.
+    :func:`make_loader`: whole batches are read at once (``__getitems__``), split over ``read_threads``
+    threads; samples of uncompressed shards are read as raw bytes at their chunk's offset.
     """
 
-    def __init__(self, shard_dir: str | Path, samples: pd.DataFrame, channels=("rgb", "hsv")):
+    def __init__(self, shard_dir: str | Path, samples: pd.DataFrame, channels=("rgb", "hsv"), read_threads: int = 2):
         self.shard_dir = Path(shard_dir)
         self.samples = samples.reset_index(drop=True)
         self.channels = tuple(channels)
+        self.read_threads = max(1, read_threads)
         self.shards = self.samples["shard"].to_numpy()
         self.rows = self.samples["row"].to_numpy(np.int64)
         self.labels = _label_codes(self.samples["label"])
         self.domains = _domain_codes(self.samples)
-        self._open: dict[str, dict] = {}
-        self._pid = None
+        self._reset()
         first = self._datasets(self.shards[0]) if len(self.samples) else None
         self.image_shape = (3 * len(self.channels),) + first[self.channels[0]].shape[2:] if first else None
         self.depth_shape = first["depth"].shape[1:] if first else None
+
+    def _reset(self) -> None:
+        """Per-process state: open shards, the reader threads and the lock that guards opening."""
+        self._open: dict[str, dict] = {}
+        self._pid, self._pool, self._lock = os.getpid(), None, threading.Lock()
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _datasets(self, name: str) -> dict:
-        """The open datasets of a shard, in this process (a new worker process never reuses a parent's handle)."""
+        """The open datasets of a shard, in this process (a new worker process never reuses a parent's handle).
+        For uncompressed shards the byte offset of every sample's chunk is read once, so samples are then
+        read with ``os.preadv`` straight into the batch (no HDF5 call, no GIL held)."""
         if self._pid != os.getpid():
-            self._open, self._pid = {}, os.getpid()
+            self._reset()
         found = self._open.get(name)
         if found is None:
-            path = self.shard_dir / name
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: shard is missing")
+            with self._lock:
+                found = self._open.get(name) or self._open_shard(name)
+                self._open[name] = found
+        return found
+
+    def _open_shard(self, name: str) -> dict:
+        path = self.shard_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: shard is missing")
+        try:
             handle = h5py.File(path, "r")
-            if handle.attrs.get("schema_version") != SCHEMA_VERSION:
-                raise ValueError(f"{path}: schema version {handle.attrs.get('schema_version')}, expected {SCHEMA_VERSION}")
-            found = {c: handle[c] for c in self.channels + ("depth",)}
-            found["raw"] = all(handle[c].compression is None for c in found)
-            self._open[name] = found
+        except OSError as err:
+            raise ValueError(f"{path}: cannot open shard ({err}); `python -m pipeline audit` checks a build") from None
+        if handle.attrs.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"{path}: schema version {handle.attrs.get('schema_version')}, expected {SCHEMA_VERSION}")
+        found = {c: handle[c] for c in self.channels + ("depth",)}
+        offsets = {c: _chunk_offsets(d) for c, d in found.items()}
+        found.update(path=path, offsets=None, fd=None)
+        if all(o is not None for o in offsets.values()):
+            found.update(offsets=offsets, fd=os.open(path, os.O_RDONLY))
         return found
 
     def _read(self, datasets: dict, name: str, row: int, out: np.ndarray) -> None:
-        dataset = datasets[name]
-        if datasets["raw"]:  # the chunk's bytes are the sample: read them straight into the batch
-            dataset.id.read_direct_chunk((row,) + (0,) * (dataset.ndim - 1), out=out.reshape(-1))
+        if datasets["offsets"] is not None:  # the chunk's bytes are the sample: read them straight into the batch
+            view = out.reshape(-1)
+            got = os.preadv(datasets["fd"], [view], int(datasets["offsets"][name][row]))
+            if got != view.nbytes:
+                raise ValueError(f"{datasets['path']}: sample {row} of '{name}': read {got} of {view.nbytes} bytes "
+                                 f"(truncated shard? run `python -m pipeline audit`)")
         else:
-            dataset.read_direct(out, source_sel=np.s_[row])
+            datasets[name].read_direct(out, source_sel=np.s_[row])
 
     def __getitems__(self, indices) -> dict:
         indices = np.array(indices, np.int64)  # a copy: tables may hand out read-only arrays
         image_t = _batch_tensor((len(indices),) + self.image_shape)
         depth_t = _batch_tensor((len(indices),) + self.depth_shape)
         image, depth = image_t.numpy(), depth_t.numpy()
-        for k, i in enumerate(indices):
-            datasets = self._datasets(self.shards[i])
-            row = int(self.rows[i])
-            for c, channel in enumerate(self.channels):
-                self._read(datasets, channel, row, image[k, 3 * c:3 * c + 3])
-            self._read(datasets, "depth", row, depth[k])
+
+        def fill(part: np.ndarray) -> None:
+            for k in part:
+                i = indices[k]
+                datasets = self._datasets(self.shards[i])
+                row = int(self.rows[i])
+                for c, channel in enumerate(self.channels):
+                    self._read(datasets, channel, row, image[k, 3 * c:3 * c + 3])
+                self._read(datasets, "depth", row, depth[k])
+
+        parts = np.array_split(np.arange(len(indices)), min(self.read_threads, len(indices)) or 1)
+        if self._pid != os.getpid():  # a forked worker: the parent's threads did not come along
+            self._reset()
+        if len(parts) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="shard-reader")
+            list(self._pool.map(fill, parts))
+        else:
+            fill(parts[0])
         return {"image": image_t, "depth": depth_t,
                 "label": torch.from_numpy(self.labels[indices]), "domain": torch.from_numpy(self.domains[indices]),
                 "index": torch.from_numpy(indices)}
@@ -102,8 +140,29 @@ class ShardDataset(Dataset):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_open"], state["_pid"] = {}, None
+        for key in ("_open", "_pid", "_pool", "_lock"):
+            state.pop(key)
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset()
+
+
+def _chunk_offsets(dataset: h5py.Dataset) -> np.ndarray | None:
+    """File offsets of a per-sample-chunked, uncompressed dataset's chunks (one per sample), or None when its
+    samples cannot be read as plain bytes (compressed, other chunking, or chunks not all written)."""
+    sample_bytes = int(np.prod(dataset.shape[1:])) * dataset.dtype.itemsize
+    if dataset.compression is not None or dataset.chunks != (1,) + dataset.shape[1:] or dataset.shape[0] == 0:
+        return None
+    offsets = np.full(dataset.shape[0], -1, np.int64)
+
+    def record(info) -> None:
+        if info.size == sample_bytes and info.filter_mask == 0:
+            offsets[info.chunk_offset[0]] = info.byte_offset
+
+    dataset.id.chunk_iter(record)
+    return offsets if (offsets >= 0).all() else None
 
 
 def _batch_tensor(shape: tuple) -> torch.Tensor:
@@ -205,6 +264,48 @@ def make_loader(dataset: ShardDataset, batch_sampler, workers: int = 2, **kwargs
     """A DataLoader that reads whole batches at once from the shards."""
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=keep_batch,
                       persistent_workers=workers > 0, prefetch_factor=4 if workers else None, **kwargs)
+
+
+def prefetch(batches, depth: int = 2):
+    """Iterate ``batches`` in a background thread, ``depth`` batches ahead, so reading overlaps the training
+    step (shard reads release the GIL). Errors are raised in the consumer; closing the generator stops the
+    thread."""
+    slots: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item) -> bool:
+        """Put ``item`` in the queue unless the consumer has gone; False if it has."""
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not offer(item):
+                    return
+            offer(done)
+        except BaseException as err:  # handed to the consumer
+            offer(err)
+
+    thread = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def to_device(batch: dict, device: torch.device | str, channels_last: bool = False) -> dict:

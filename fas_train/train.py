@@ -34,7 +34,7 @@ from torch.utils.data import BatchSampler, SequentialSampler
 from pipeline.atomic import atomic_path, write_json
 from pipeline.shards import DOMAINS
 
-from .data import ClipDataset, ClipSampler, ShardDataset, load_build, make_loader, to_device
+from .data import ClipDataset, ClipSampler, ShardDataset, load_build, make_loader, prefetch, to_device
 from .methods import METHODS, NonFiniteLoss
 from .metrics import auc, eer, level_metrics, report, video_level
 from .protocols import holdout_by_subject, load_protocol
@@ -55,7 +55,7 @@ class RunConfig:
     network: str = "paper"
     input_size: int = 0  # 0: the stored crop size; else images are resized on the device
     seed: int = 0
-    workers: int = 2
+    workers: int = 0  # DataLoader processes; 0: read in this process (threads, prefetched)
     device: str = "auto"
     select_on_target: bool = False
     options: tuple = ()  # "name=value" overrides of the method's config (ablations, hyper-parameters)
@@ -195,7 +195,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
             sampler.set_domains(state["domains"])
         sampler.set_epoch(state["epoch"], state["batch"])
         clip_batches = iter_clips(clips, clip_sampler, state["step"], cfg.workers)
-        for batch in make_loader(train_set, sampler, workers=cfg.workers):
+        for batch in batches(train_set, sampler, cfg.workers):
             step = state["step"] + 1
             if state["domains"] is not None:
                 batch["domain"] = torch.as_tensor(np.asarray(state["domains"])[batch["index"].numpy()])
@@ -226,6 +226,13 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     return final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set)
 
 
+def batches(dataset, sampler, workers: int):
+    """Training batches: from ``workers`` DataLoader processes, or (0) read in this process by threads and
+    prefetched by a background thread."""
+    loader = make_loader(dataset, sampler, workers=workers)
+    return loader if workers else prefetch(loader)
+
+
 def pseudo_epoch_length(method, train_set: ShardDataset, per_class: int) -> int | None:
     """For methods with pseudo-domains, an epoch is about one pass over the training samples (the default
     epoch, set by the smallest group, would change with every clustering)."""
@@ -238,13 +245,13 @@ def iter_clips(clips, clip_sampler, step: int, workers: int):
     """Clip batches from the one of ``step`` on (clip epochs follow the step count, so resume is exact)."""
     if clips is None:
         return None
-    def batches():
+    def endless():
         epoch, start = divmod(step, len(clip_sampler))
         while True:
             clip_sampler.set_epoch(epoch, start)
-            yield from make_loader(clips, clip_sampler, workers=min(workers, 1))
+            yield from batches(clips, clip_sampler, min(workers, 1))
             epoch, start = epoch + 1, 0
-    return batches()
+    return endless()
 
 
 def assign_pseudo_domains(method, cfg, device, state, train_set: ShardDataset, out: Path | None, world: int):

@@ -122,3 +122,60 @@ def test_compressed_shards_read_the_same_samples(tmp_path, compression):
     assert np.array_equal(batch["image"][0, :3].numpy(), data["rgb"][4])
     assert np.array_equal(batch["image"][1, 3:].numpy(), data["lbp"][1])
     assert np.array_equal(batch["depth"][0].numpy(), data["depth"][4]) and batch["label"].tolist() == [1, 0]
+
+
+def test_threaded_raw_reads_equal_hdf5_reads_and_a_truncated_shard_is_named(shards, tmp_path):
+    folder, samples = shards
+    order = list(np.random.default_rng(1).permutation(len(samples)))
+    threaded = ShardDataset(folder, samples, read_threads=3).__getitems__(order)
+    assert ShardDataset(folder, samples)._datasets("shard-00000.h5")["offsets"] is not None  # the raw path ran
+    for k, i in enumerate(order):
+        shard, row = samples.loc[i, "shard"], samples.loc[i, "row"]
+        with h5py.File(folder / shard, "r") as f:
+            assert np.array_equal(threaded["image"][k, :3].numpy(), f["rgb"][row])
+            assert np.array_equal(threaded["depth"][k].numpy(), f["depth"][row])
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "shard-00001.h5").write_bytes((folder / "shard-00001.h5").read_bytes())
+    damaged = ShardDataset(cut, samples[samples["shard"] == "shard-00001.h5"])  # opened while whole
+    offsets = damaged._datasets("shard-00001.h5")["offsets"]
+    last = int(np.argmax(offsets["depth"]))
+    with open(cut / "shard-00001.h5", "r+b") as handle:  # then cut inside the last depth chunk
+        handle.truncate(int(offsets["depth"][last]) + 4)
+    with pytest.raises(ValueError, match=r"cut/shard-00001.h5: sample \d+ of 'depth': read 4 of 16 bytes"):
+        damaged.__getitems__([last])
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "shard-00001.h5").write_bytes((cut / "shard-00001.h5").read_bytes())  # truncated before opening
+    with pytest.raises(ValueError, match=r"short/shard-00001.h5: cannot open shard"):
+        ShardDataset(short, samples[samples["shard"] == "shard-00001.h5"])
+
+
+def test_prefetch_keeps_order_passes_errors_and_stops_when_closed():
+    from fas_train.data import prefetch
+    import threading
+    assert list(prefetch(iter(range(10)), depth=2)) == list(range(10))
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+    consumer = prefetch(failing())
+    assert next(consumer) == 1
+    with pytest.raises(OSError, match="disk gone"):
+        next(consumer)
+    endless = prefetch(iter(lambda: 0, 1), depth=1)
+    next(endless)
+    endless.close()
+    assert not any(t.name == "batch-prefetch" for t in threading.enumerate())
+
+
+def test_prefetch_stops_when_closed_after_the_producer_finished():
+    import threading
+    import time
+
+    from fas_train.data import prefetch
+    consumer = prefetch(iter(range(3)), depth=1)
+    next(consumer)
+    time.sleep(0.3)  # the producer has read everything and waits to hand over the end
+    consumer.close()
+    assert not any(t.name == "batch-prefetch" for t in threading.enumerate())

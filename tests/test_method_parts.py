@@ -101,3 +101,19 @@ def test_imagenet_weights_load_from_a_local_file_and_otherwise_say_so(tmp_path, 
         resnet("resnet50", str(folder / "resnet18-f37072fd.pth"))
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         resnet("resnet18", str(folder / "missing.pth"))
+
+
+def test_d2am_first_epoch_uses_local_imagenet_weights_when_present(tmp_path, monkeypatch):
+    from fas_train.methods import D2AM, D2AMConfig
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.setenv("FAS_WEIGHTS_DIR", str(tmp_path))
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet18-f37072fd.pth")
+    method = D2AM.create(D2AMConfig(first_epoch_backbone="resnet18"), "small", [0, 1, 2], seed=0)
+    assert method.domain_source(0) == f"resnet18 imagenet: {tmp_path / 'resnet18-f37072fd.pth'}"
+    x = {"image": torch.rand(4, 6, 64, 64)}
+    with torch.no_grad():
+        first = method.domain_features(x, epoch=0)
+        later = method.domain_features(x, epoch=1)
+    assert first.shape == (4, 2 * (64 + 128 + 256 + 512))  # mean and std of the four ResNet stages
+    assert later.shape == (4, 3 * 2 * 16)  # the lowest-attention half of 32 channels, three DRLMs
+    assert "_imagenet" not in dict(method.named_modules()) and not any("resnet" in k for k in method.state_dict())
