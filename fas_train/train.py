@@ -167,8 +167,8 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     method = build_method(cfg, source_domains(protocol)).to(device)
     torch.manual_seed(cfg.seed * 1000 + rank)  # the same weights everywhere, other random draws per process
     sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class * method.batch_chunks,
-                                   seed=cfg.seed, rank=rank,
-                                   world=world, single_class_domains=method.single_class_domains,
+                                   seed=cfg.seed, rank=rank, world=world,
+                                   single_class_domains=method.single_class_domains,
                                    batches_per_epoch=pseudo_epoch_length(method, train_set, cfg.per_class))
     clips = clip_sampler = None
     if method.clip_length:
@@ -191,14 +191,15 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     while state["step"] < cfg.steps:
         if method.pseudo_domains and state["batch"] == 0:
             assign_pseudo_domains(method, cfg, device, state, train_set, out if lead else None, world)
-        if state["domains"] is not None:
-            sampler.set_domains(state["domains"])
+        pseudo = None if state["domains"] is None else np.asarray(state["domains"])
+        if pseudo is not None:
+            sampler.set_domains(pseudo)
         sampler.set_epoch(state["epoch"], state["batch"])
         clip_batches = iter_clips(clips, clip_sampler, state["step"], cfg.workers)
         for batch in batches(train_set, sampler, cfg.workers):
             step = state["step"] + 1
-            if state["domains"] is not None:
-                batch["domain"] = torch.as_tensor(np.asarray(state["domains"])[batch["index"].numpy()])
+            if pseudo is not None:
+                batch["domain"] = torch.as_tensor(pseudo[batch["index"].numpy()])
             batch = prepare(cfg, device, batch)
             if clip_batches is not None:
                 batch["clip"] = prepare(cfg, device, next(clip_batches))
