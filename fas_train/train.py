@@ -61,6 +61,9 @@ class RunConfig:
     options: tuple = ()  # "name=value" overrides of the method's config (ablations, hyper-parameters)
 
 
+CHECKPOINT_FORMAT = 2
+
+
 class TrainingStopped(RuntimeError):
     """A run stopped on a non-finite loss, after writing its checkpoint."""
 
@@ -177,7 +180,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "domains": None}
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
-        state = load_checkpoint(checkpoint, method, rank)
+        state = load_checkpoint(checkpoint, method, rank, per_epoch=len(sampler))
     elif lead:
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
                                       "build": manifest["build"], "config_hash": manifest["config_hash"],
@@ -382,14 +385,24 @@ def save_checkpoint(path: Path, method, state: dict, lead: bool = True) -> None:
     if lead:
         with atomic_path(path, suffix=".tmp.pt") as tmp:
             optimizers = {name: optimizer.state_dict() for name, optimizer in method.optimizers().items()}
-            torch.save({"method": method.state_dict(), "optimizers": optimizers,
+            torch.save({"format": CHECKPOINT_FORMAT, "method": method.state_dict(), "optimizers": optimizers,
                         "generator": method.generator.get_state(), "state": state, "torch_rng": rng}, tmp)
     if distributed:
         dist.barrier()
 
 
-def load_checkpoint(path: Path, method, rank: int = 0) -> dict:
+def load_checkpoint(path: Path, method, rank: int = 0, per_epoch: int | None = None) -> dict:
+    """Restore a method from a checkpoint and return the loop state. Checkpoints of format 1 (one optimiser,
+    no epoch position; written before multi-optimiser methods existed) are read too, given ``per_epoch``."""
     data = torch.load(path, map_location="cpu", weights_only=False)
+    if data.get("format", 1) == 1:
+        if per_epoch is None or "optimizer" not in data:
+            raise ValueError(f"{path}: a format-1 checkpoint can only be resumed by the training loop")
+        epoch, batch = divmod(data["state"]["step"], per_epoch)
+        data = {**data, "optimizers": {"main": data["optimizer"]}, "torch_rng": [data["torch_rng"]],
+                "state": {**data["state"], "epoch": epoch, "batch": batch, "domains": None}}
+    elif data["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {data['format']}, this fas_train reads {CHECKPOINT_FORMAT}")
     method.load_state_dict(data["method"])
     for name, optimizer in method.optimizers().items():
         optimizer.load_state_dict(data["optimizers"][name])
@@ -416,7 +429,7 @@ def evaluate_run(out: Path) -> dict:
                                      protocol.holdout_seed)
     target_rows = protocol.target_samples(samples)
     method = build_method(cfg, source_domains(protocol)).to(device)
-    state = load_checkpoint(out / "checkpoint.pt", method)
+    state = load_checkpoint(out / "checkpoint.pt", method, per_epoch=1)  # evaluation ignores the position
     shard_dir = manifest["shard_dir"]
     return final_report(cfg, device, method, state, ShardDataset(shard_dir, target_rows, channels), target_rows,
                         out, protocol, ShardDataset(shard_dir, val_rows, channels))

@@ -80,3 +80,16 @@ def test_collect_reports_mean_and_std_over_seeds(tmp_path):
     assert len(table) == 1 and row["seeds"] == 2
     assert row["auc_mean"] == pytest.approx(0.8) and row["auc_std"] == pytest.approx(0.1)
     assert row["hter_at_source_threshold_mean"] == pytest.approx(0.25) and row["selection"] == "source-val"
+
+
+def test_a_checkpoint_of_the_first_format_resumes_the_same(train_build, tmp_path):
+    run(config(train_build, tmp_path / "straight", 5))
+    run(config(train_build, tmp_path / "old", 3))
+    path = tmp_path / "old" / "checkpoint.pt"
+    data = torch.load(path, weights_only=False)  # rewritten as session-1 code wrote it
+    old = {"method": data["method"], "optimizer": data["optimizers"]["main"], "generator": data["generator"],
+           "state": {"step": data["state"]["step"], "best": data["state"]["best"]}, "torch_rng": data["torch_rng"][0]}
+    torch.save(old, path)
+    run(config(train_build, tmp_path / "old", 5))
+    straight, resumed = train_rows(tmp_path / "straight"), train_rows(tmp_path / "old")
+    assert all(resumed[s]["total"] == pytest.approx(straight[s]["total"], rel=1e-6) for s in range(1, 6))
