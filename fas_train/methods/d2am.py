@@ -155,9 +155,9 @@ class D2AM(Method):
     def domain_features(self, batch: dict, epoch: int) -> torch.Tensor:
         x = batch["image"]
         if epoch == 0:
-            if self._imagenet is not None:
-                return torch.cat([instance_statistics(s) for s in resnet_stages(self._imagenet[1],
-                                                                                 self._imagenet[0](x))], 1)
+            if self._imagenet is not None:  # outside the module tree, so it follows the input's device here
+                normalise, backbone = self._imagenet.to(x.device)
+                return torch.cat([instance_statistics(s) for s in resnet_stages(backbone, normalise(x))], 1)
             return input_style_statistics(x)
         stats = []
         for f_minus, a in self.feature(x)[2]:
