@@ -32,6 +32,7 @@ from torch import distributed as dist
 from torch.utils.data import BatchSampler, SequentialSampler
 
 from pipeline.atomic import atomic_path, write_json
+from pipeline.provenance import code_version, package_versions
 from pipeline.shards import DOMAINS
 
 from .data import ClipDataset, ClipSampler, ShardDataset, load_build, make_loader, prefetch, to_device
@@ -188,7 +189,10 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
                                       "channels": list(channels), "world_size": world,
                                       "train_samples": len(train_rows), "validation_samples": len(val_rows),
                                       "target_samples": len(target_rows),
-                                      "clip_videos_skipped": clips.skipped if clips else None})
+                                      "clip_videos_skipped": clips.skipped if clips else None,
+                                      "code": code_version(), "packages": package_versions(),
+                                      "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+                                      else "cpu"})
     if world > 1:
         method.distribute([device.index] if device.type == "cuda" else None)
     while state["step"] < cfg.steps:

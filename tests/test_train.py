@@ -3,6 +3,7 @@ selection, and a non-finite loss stops a step before it reaches the weights."""
 from __future__ import annotations
 
 import json
+from importlib import metadata
 import subprocess
 import sys
 
@@ -42,6 +43,9 @@ def test_outputs_name_the_selection_and_oracle_mode(train_build, tmp_path):
     oracle = run(config(train_build, tmp_path / "oracle", 3, select_on_target=True))
     assert honest["selection"].startswith("source validation") and oracle["selection"].startswith("ORACLE")
     assert json.loads((tmp_path / "oracle/run.json").read_text())["selection"].startswith("ORACLE")
+    provenance = json.loads((tmp_path / "honest/run.json").read_text())
+    assert provenance["packages"]["torch"] == metadata.version("torch")
+    assert len(provenance["code"]["git_commit"] or "") == 40 and provenance["device"] == "cpu"
     for key in ("auc", "eer", "hter_at_target_eer_threshold", "hter_at_source_threshold", "apcer", "bpcer", "acer"):
         assert key in honest["metrics"]["video"] and key in honest["metrics"]["frame"]
     assert (tmp_path / "honest/roc.png").stat().st_size > 0 and (tmp_path / "honest/scores.csv").exists()
