@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from pipeline.shards import DOMAINS, SCHEMA_VERSION
+from pipeline.shards import DOMAINS, ShardError, open_shard
 
 
 def load_build(manifest_dir: str | Path) -> tuple[dict, pd.DataFrame]:
@@ -70,8 +70,6 @@ class ShardDataset(Dataset):
         """The open datasets of a shard, in this process (a new worker process never reuses a parent's handle).
         For uncompressed shards the byte offset of every sample's chunk is read once, so samples are then
         read with ``os.preadv`` straight into the batch (no HDF5 call, no GIL held)."""
-        if self._pid != os.getpid():
-            self._reset()
         found = self._open.get(name)
         if found is None:
             with self._lock:
@@ -81,14 +79,10 @@ class ShardDataset(Dataset):
 
     def _open_shard(self, name: str) -> dict:
         path = self.shard_dir / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: shard is missing")
         try:
-            handle = h5py.File(path, "r")
-        except OSError as err:
+            handle = open_shard(path)
+        except ShardError as err:
             raise ValueError(f"{path}: cannot open shard ({err}); `python -m pipeline audit` checks a build") from None
-        if handle.attrs.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{path}: schema version {handle.attrs.get('schema_version')}, expected {SCHEMA_VERSION}")
         found = {c: handle[c] for c in self.channels + ("depth",)}
         offsets = {c: _chunk_offsets(d) for c, d in found.items()}
         found.update(path=path, offsets=None, fd=None)

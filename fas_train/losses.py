@@ -21,17 +21,6 @@ def reverse_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
     return _ReverseGradient.apply(x, factor)
 
 
-class GradientReversal(torch.nn.Module):
-    """:func:`reverse_gradient` with a constant factor, as a layer."""
-
-    def __init__(self, factor: float):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return reverse_gradient(x, self.factor)
-
-
 def enhancement_entropy(logits: torch.Tensor) -> torch.Tensor:
     """D²AM's domain-enhancement entropy loss, mean of P log P + (1 - P) log(1 - P) with P = sigmoid(logit):
     the negative binary entropy, smallest (-log 2) at P = 0.5, so minimising it pushes P towards 0.5."""

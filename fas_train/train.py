@@ -125,13 +125,16 @@ def prepare(cfg: RunConfig, device: torch.device, batch: dict) -> dict:
     return batch
 
 
-def score(method, dataset: ShardDataset, cfg: RunConfig, device: torch.device, batch_size: int = 64) -> np.ndarray:
+def in_order(dataset: ShardDataset, batch_size: int = 64):
+    """Batches of every sample of ``dataset``, in order, read in this process."""
+    return make_loader(dataset, BatchSampler(SequentialSampler(range(len(dataset))), batch_size, False), workers=0)
+
+
+def score(method, dataset: ShardDataset, cfg: RunConfig, device: torch.device) -> np.ndarray:
     """Live probabilities of every sample of ``dataset``, in order."""
-    loader = make_loader(dataset, BatchSampler(SequentialSampler(range(len(dataset))), batch_size, False),
-                         workers=0)
     out = []
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        for batch in loader:
+        for batch in in_order(dataset):
             out.append(method.predict(prepare(cfg, device, batch)["image"]).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -153,21 +156,28 @@ def run(cfg: RunConfig) -> dict:
             dist.destroy_process_group()
 
 
+def run_data(cfg: RunConfig):
+    """(manifest, protocol, channels, [(rows, dataset) of train, validation, target]): the protocol's
+    splits of the build, with the source-subject holdout, read with the channels the method uses."""
+    manifest, samples = load_build(cfg.build)
+    protocol = load_protocol(cfg.protocol, cfg.variant)
+    train_rows, val_rows = holdout_by_subject(protocol.source_samples(samples), protocol.holdout_fraction,
+                                              protocol.holdout_seed)
+    method_cls, method_cfg = method_config(cfg)
+    channels = method_cls.channels(method_cfg)
+    parts = [(rows, ShardDataset(manifest["shard_dir"], rows, channels))
+             for rows in (train_rows, val_rows, protocol.target_samples(samples))]
+    return manifest, protocol, channels, parts
+
+
 def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device) -> dict | None:
     lead = rank == 0
     if lead:
         out.mkdir(parents=True, exist_ok=True)
     barrier(world)
-    manifest, samples = load_build(cfg.build)
-    protocol = load_protocol(cfg.protocol, cfg.variant)
-    train_rows, val_rows = holdout_by_subject(protocol.source_samples(samples), protocol.holdout_fraction,
-                                              protocol.holdout_seed)
-    target_rows = protocol.target_samples(samples)
-    method_cls, method_cfg = method_config(cfg)
-    cfg = replace(cfg, per_class=cfg.per_class or method_cfg.per_class)
-    channels = method_cls.channels(method_cfg)
-    train_set, val_set, target_set = (ShardDataset(manifest["shard_dir"], rows, channels)
-                                      for rows in (train_rows, val_rows, target_rows))
+    manifest, protocol, channels, parts = run_data(cfg)
+    (train_rows, train_set), (val_rows, val_set), (target_rows, target_set) = parts
+    cfg = replace(cfg, per_class=cfg.per_class or method_config(cfg)[1].per_class)
     method = build_method(cfg, source_domains(protocol)).to(device)
     torch.manual_seed(cfg.seed * 1000 + rank)  # the same weights everywhere, other random draws per process
     sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class * method.batch_chunks,
@@ -268,10 +278,9 @@ def assign_pseudo_domains(method, cfg, device, state, train_set: ShardDataset, o
     labels = None
     if out is not None:
         features = []
-        loader = make_loader(train_set, BatchSampler(SequentialSampler(range(len(train_set))), 64, False), workers=0)
         method.eval()
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            for batch in loader:
+            for batch in in_order(train_set):
                 features.append(method.domain_features(prepare(cfg, device, batch), state["epoch"]).float().cpu())
         previous = None if state["domains"] is None else np.asarray(state["domains"])
         labels = method.assign_domains(torch.cat(features).numpy(), train_set.labels, previous, state["epoch"])
@@ -337,7 +346,7 @@ def video_scores(method, dataset: ShardDataset, cfg: RunConfig, device: torch.de
     for number, video_id in enumerate(clips.video_ids):
         frames = clips.videos[number]
         batch = dataset.__getitems__(frames)
-        image = prepare(cfg, device, {**batch, "image": batch["image"]})["image"]
+        image = prepare(cfg, device, batch)["image"]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             value = float(method.predict_video(image[None]).float().cpu()[0])
         first = dataset.samples.iloc[frames[0]]
@@ -425,18 +434,11 @@ def evaluate_run(out: Path) -> dict:
     saved = json.loads(meta_path.read_text())["config"]
     cfg = RunConfig(**{**saved, "options": tuple(saved.get("options", ()))})
     device = resolve_device(cfg.device)
-    manifest, samples = load_build(cfg.build)
-    protocol = load_protocol(cfg.protocol, cfg.variant)
-    method_cls, method_cfg = method_config(cfg)
-    channels = method_cls.channels(method_cfg)
-    _, val_rows = holdout_by_subject(protocol.source_samples(samples), protocol.holdout_fraction,
-                                     protocol.holdout_seed)
-    target_rows = protocol.target_samples(samples)
+    _, protocol, _, parts = run_data(cfg)
+    (_, _), (_, val_set), (target_rows, target_set) = parts
     method = build_method(cfg, source_domains(protocol)).to(device)
     state = load_checkpoint(out / "checkpoint.pt", method, per_epoch=1)  # evaluation ignores the position
-    shard_dir = manifest["shard_dir"]
-    return final_report(cfg, device, method, state, ShardDataset(shard_dir, target_rows, channels), target_rows,
-                        out, protocol, ShardDataset(shard_dir, val_rows, channels))
+    return final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set)
 
 
 def source_domains(protocol) -> list:

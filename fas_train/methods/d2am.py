@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -40,7 +39,7 @@ from ..models.d2am_nets import D2AMFeatureExtractor
 from ..models.rfm_nets import rfm_networks
 from ..pseudo_domains import cluster_by_class, instance_statistics
 from .base import Method
-from .rfm import depth_loss
+from .rfm import depth_loss, draw_meta_split
 
 
 @dataclass(frozen=True)
@@ -82,13 +81,6 @@ class D2AM(Method):
         return cls(*rfm_networks(network, feature_class=D2AMFeatureExtractor), config, seed=seed)
 
     # -- training step -------------------------------------------------------------------------------------
-    def split_domains(self, domains: torch.Tensor) -> tuple[list[int], int]:
-        present = torch.unique(domains).tolist()
-        if len(present) < 2:
-            raise ValueError(f"D²AM needs at least two (pseudo-)domains in a batch, got {present}")
-        order = [present[i] for i in torch.randperm(len(present), generator=self.generator).tolist()]
-        return order[:-1], order[-1]
-
     def mmd_to_prior(self, h: torch.Tensor) -> torch.Tensor:
         prior = torch.randn(h.shape, generator=self.generator).to(h.device)
         return gaussian_mmd(h.float(), prior)
@@ -140,13 +132,8 @@ class D2AM(Method):
                 "probe": probe}
 
     def losses(self, batch: dict) -> dict:
-        train, test = self.split_domains(batch["domain"])
+        train, test = draw_meta_split(batch["domain"], self.generator, "D²AM")
         return self.objective(batch, train, test)
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        self.eval()
-        return torch.sigmoid(self.meta(self.feature(x)[1]))
 
     # -- pseudo-domains ------------------------------------------------------------------------------------
     def domain_source(self, epoch: int) -> str:

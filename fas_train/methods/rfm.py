@@ -54,6 +54,15 @@ def depth_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(predicted, target.to(predicted.dtype))
 
 
+def draw_meta_split(domains: torch.Tensor, generator: torch.Generator, method: str) -> tuple[list[int], int]:
+    """The domains present in a batch in a random order drawn from ``generator``: (meta-train, meta-test)."""
+    present = torch.unique(domains).tolist()
+    if len(present) < 2:
+        raise ValueError(f"{method} needs at least two (pseudo-)domains in a batch, got {present}")
+    order = [present[i] for i in torch.randperm(len(present), generator=generator).tolist()]
+    return order[:-1], order[-1]
+
+
 class RFM(Method):
     """The method: three networks, their optimiser, and one training step in :meth:`update`."""
 
@@ -71,11 +80,7 @@ class RFM(Method):
 
     def split_domains(self, domains: torch.Tensor) -> tuple[list[list[int]], int]:
         """Meta-train groups (each a list of domains) and the meta-test domain, drawn at random."""
-        present = torch.unique(domains).tolist()
-        if len(present) < 2:
-            raise ValueError(f"RFM needs at least two source domains in a batch, got {present}")
-        order = [present[i] for i in torch.randperm(len(present), generator=self.generator).tolist()]
-        train, test = order[:-1], order[-1]
+        train, test = draw_meta_split(domains, self.generator, "RFM")
         return ([train] if self.config.aggregated else [[d] for d in train]), test
 
     def objective(self, batch: dict, groups: list[list[int]], test: int) -> dict:
