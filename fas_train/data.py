@@ -19,7 +19,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from pipeline.shards import DOMAINS, ShardError, open_shard
+from pipeline.shards import DOMAINS, IMAGE_SETS, MAPS, ShardError, open_shard
+
+INPUT_CHANNELS = IMAGE_SETS + ("depth_estimate",)
 
 
 def load_build(manifest_dir: str | Path) -> tuple[dict, pd.DataFrame]:
@@ -42,12 +44,20 @@ class ShardDataset(Dataset):
     the sample table (``domain`` may be replaced, e.g. by pseudo-domains). With a batch sampler, use
     :func:`make_loader`: whole batches are read at once (``__getitems__``), split over ``read_threads``
     threads; samples of uncompressed shards are read as raw bytes at their chunk's offset.
+
+    Channel sets: ``rgb``, ``hsv``, ``lbp`` (3 x S x S each) and ``depth_estimate`` (builds with
+    ``depth.store_estimate``: the unmasked 1 x D x D depth map of every face, served resized to S x S,
+    bilinear, and repeated to 3 channels so that it stacks like the others).
     """
 
     def __init__(self, shard_dir: str | Path, samples: pd.DataFrame, channels=("rgb", "hsv"), read_threads: int = 2):
         self.shard_dir = Path(shard_dir)
         self.samples = samples.reset_index(drop=True)
         self.channels = tuple(channels)
+        unknown = [c for c in self.channels if c not in INPUT_CHANNELS]
+        if unknown:
+            raise ValueError(f"unknown input channels {unknown}; known: {list(INPUT_CHANNELS)} ('depth' is the "
+                             f"training target, zeros for attacks: as an input it would reveal the label)")
         self.read_threads = max(1, read_threads)
         self.shards = self.samples["shard"].to_numpy()
         self.rows = self.samples["row"].to_numpy(np.int64)
@@ -55,7 +65,7 @@ class ShardDataset(Dataset):
         self.domains = _domain_codes(self.samples)
         self._reset()
         first = self._datasets(self.shards[0]) if len(self.samples) else None
-        self.image_shape = (3 * len(self.channels),) + first[self.channels[0]].shape[2:] if first else None
+        self.image_shape = (3 * len(self.channels),) + first["rgb"].shape[2:] if first else None
         self.depth_shape = first["depth"].shape[1:] if first else None
 
     def _reset(self) -> None:
@@ -83,7 +93,11 @@ class ShardDataset(Dataset):
             handle = open_shard(path)
         except ShardError as err:
             raise ValueError(f"{path}: cannot open shard ({err}); `python -m pipeline audit` checks a build") from None
-        found = {c: handle[c] for c in self.channels + ("depth",)}
+        missing = [c for c in self.channels if c not in handle]
+        if missing:
+            raise ValueError(f"{path}: the shard has no {missing} dataset (a build with depth.store_estimate: true "
+                             f"writes depth_estimate; the manifest's shard_datasets lists what a build holds)")
+        found = {c: handle[c] for c in set(self.channels) | {"rgb", "depth"}}
         offsets = {c: _chunk_offsets(d) for c, d in found.items()}
         found.update(path=path, offsets=None, fd=None)
         if all(o is not None for o in offsets.values()):
@@ -105,6 +119,7 @@ class ShardDataset(Dataset):
         image_t = _batch_tensor((len(indices),) + self.image_shape)
         depth_t = _batch_tensor((len(indices),) + self.depth_shape)
         image, depth = image_t.numpy(), depth_t.numpy()
+        maps = {c: np.empty((len(indices),) + self.depth_shape, np.uint8) for c in self.channels if c in MAPS}
 
         def fill(part: np.ndarray) -> None:
             for k in part:
@@ -112,7 +127,7 @@ class ShardDataset(Dataset):
                 datasets = self._datasets(self.shards[i])
                 row = int(self.rows[i])
                 for c, channel in enumerate(self.channels):
-                    self._read(datasets, channel, row, image[k, 3 * c:3 * c + 3])
+                    self._read(datasets, channel, row, maps[channel][k] if channel in maps else image[k, 3 * c:3 * c + 3])
                 self._read(datasets, "depth", row, depth[k])
 
         parts = np.array_split(np.arange(len(indices)), min(self.read_threads, len(indices)) or 1)
@@ -124,6 +139,9 @@ class ShardDataset(Dataset):
             list(self._pool.map(fill, parts))
         else:
             fill(parts[0])
+        for c, channel in enumerate(self.channels):
+            if channel in maps:
+                image_t[:, 3 * c:3 * c + 3] = _resized(maps[channel], self.image_shape[-1])
         return {"image": image_t, "depth": depth_t,
                 "label": torch.from_numpy(self.labels[indices]), "domain": torch.from_numpy(self.domains[indices]),
                 "index": torch.from_numpy(indices)}
@@ -141,6 +159,13 @@ class ShardDataset(Dataset):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._reset()
+
+
+def _resized(maps: np.ndarray, size: int) -> torch.Tensor:
+    """B x 1 x D x D uint8 maps as B x 3 x size x size uint8 (bilinear, the one channel repeated)."""
+    resized = torch.nn.functional.interpolate(torch.from_numpy(maps).float(), size=(size, size), mode="bilinear",
+                                              align_corners=False)
+    return resized.round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
 
 
 def _chunk_offsets(dataset: h5py.Dataset) -> np.ndarray | None:

@@ -7,8 +7,9 @@
 - ``checkpoint.pt`` (networks, optimiser, the method's generator, step, sampler position, RNG state) is
   written at every evaluation and on a non-finite loss, atomically; a run started again with the same
   output folder resumes where it stopped, with the same next batches and losses.
-- Metrics go to ``metrics.jsonl`` and ``metrics.csv`` (one row per step and per evaluation; after a resume,
-  rows logged after the last checkpoint appear again: the last row of a (step, kind) counts).
+- Metrics go to ``metrics.jsonl`` and ``metrics.csv`` (one row per step, evaluation and clustering); a resume
+  first drops the rows logged after the checkpoint, which it logs again, so a resumed run's rows are an
+  uninterrupted run's.
 - bf16 autocast and channels-last on CUDA, fp32 on the CPU.
 - Under ``torchrun`` (``WORLD_SIZE`` > 1) the run is data-parallel with DDP (NCCL on CUDA, gloo on the CPU):
   every process reads its slice of each balanced batch (``per_class`` is the global count per domain and
@@ -29,6 +30,7 @@ import pandas as pd
 import torch
 import yaml
 from torch import distributed as dist
+from tqdm import tqdm
 from torch.utils.data import BatchSampler, SequentialSampler
 
 from pipeline.atomic import atomic_path, write_json
@@ -60,6 +62,7 @@ class RunConfig:
     device: str = "auto"
     select_on_target: bool = False
     options: tuple = ()  # "name=value" overrides of the method's config (ablations, hyper-parameters)
+    quiet: bool = False  # no progress bar
 
 
 CHECKPOINT_FORMAT = 2
@@ -192,6 +195,9 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
         state = load_checkpoint(checkpoint, method, rank, per_epoch=len(sampler))
+        if lead:
+            reclusters = method.pseudo_domains and state["batch"] in (0, len(sampler))
+            trim_metrics(out, state["step"], drop_domains_row=reclusters)
     elif lead:
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
                                       "build": manifest["build"], "config_hash": manifest["config_hash"],
@@ -205,6 +211,8 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
                                       else "cpu"})
     if world > 1:
         method.distribute([device.index] if device.type == "cuda" else None)
+    bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", desc=f"{cfg.method} {protocol.name}",
+               disable=not lead or cfg.quiet, dynamic_ncols=True)
     while state["step"] < cfg.steps:
         if method.pseudo_domains and state["batch"] == 0:
             assign_pseudo_domains(method, cfg, device, state, train_set, out if lead else None, world)
@@ -235,13 +243,24 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
                 if lead:
                     evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_set, target_rows, out)
                 save_checkpoint(checkpoint, method, state, lead)
+            bar.set_postfix(progress_note(losses, state), refresh=False)
+            bar.update(1)
             if step >= cfg.steps:
                 break
         if state["batch"] >= len(sampler):
             state["epoch"], state["batch"] = state["epoch"] + 1, 0
+    bar.close()
     if not lead:
         return None
     return final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set)
+
+
+def progress_note(losses: dict, state: dict) -> dict:
+    """What the progress bar shows beside rate and ETA: the step's loss and the best validation EER so far."""
+    note = {"loss": f"{losses['total']:.4f}"}
+    if state["best"] is not None:
+        note["best_eer"] = f"{state['best']['eer']:.4f}@{state['best']['step']}"
+    return note
 
 
 def batches(dataset, sampler, workers: int):
@@ -387,6 +406,34 @@ def log(out: Path, entry: dict) -> None:
         for name, value in entry.items():
             if name not in ("step", "kind") and isinstance(value, (int, float)) and math.isfinite(value):
                 writer.writerow([entry["step"], entry["kind"], name, value])
+
+
+def trim_metrics(out: Path, step: int, drop_domains_row: bool) -> None:
+    """Before a resume from the checkpoint of ``step``: drop the metrics rows that the resumed run logs again
+    (those after ``step``, the clustering at ``step`` when it is redone, and a line cut short by a kill)."""
+    def keep(row_step, kind: str) -> bool:
+        return int(row_step) < step or (int(row_step) == step and not (kind == "domains" and drop_domains_row))
+
+    for path, header in ((out / "metrics.jsonl", 0), (out / "metrics.csv", 1)):
+        if not path.exists():
+            continue
+        with open(path, newline="") as handle:  # as written: metrics.csv lines end in \r\n
+            lines = [line for line in handle if line.endswith("\n")]
+        kept = lines[:header]
+        for line in lines[header:]:
+            row_step, kind = _step_and_kind(path.suffix, line)
+            if keep(row_step, kind):
+                kept.append(line)
+        with atomic_path(path, suffix=f".tmp{path.suffix}") as tmp, open(tmp, "w", newline="") as handle:
+            handle.writelines(kept)
+
+
+def _step_and_kind(suffix: str, line: str) -> tuple:
+    """The step and kind of one line of metrics.jsonl or metrics.csv."""
+    if suffix == ".jsonl":
+        row = json.loads(line)
+        return row["step"], row["kind"]
+    return tuple(next(csv.reader([line]))[:2])
 
 
 def save_checkpoint(path: Path, method, state: dict, lead: bool = True) -> None:

@@ -39,6 +39,9 @@ def audit(build: str | Path, shard_dir: str | Path | None = None) -> list[str]:
                 if n != entry["samples"] or f.attrs["config_hash"] != manifest["config_hash"]:
                     problems.append(f"{path}: {n} samples / config {f.attrs['config_hash'][:12]}, manifest says "
                                     f"{entry['samples']} / {manifest['config_hash'][:12]}")
+                missing = [name for name in manifest.get("shard_datasets", ()) if name not in f]
+                if missing:
+                    problems.append(f"{path}: datasets {missing} listed in the manifest are missing")
                 f["rgb"][n - 1]  # the last chunk must be readable
         except (ShardError, OSError, KeyError) as err:
             problems.append(f"{path}: unreadable: {err}")

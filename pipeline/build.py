@@ -8,12 +8,13 @@ import luigi
 from luigi.execution_summary import LuigiStatusCode
 
 from .config import load_config
-from .tasks import BuildManifest, close_clients
+from .tasks import BuildManifest, check_outputs, close_clients
 
 
 def run_build(config_path, *, quiet: bool = False) -> int:
     """Build (or finish, or confirm) the shards of a config; return the exit status."""
     cfg = load_config(config_path)  # fail early, naming the file, on a bad config
+    check_outputs(cfg)  # a changed config under an existing name: BuildConflict (a ValueError), nothing touched
     task = BuildManifest(config=str(config_path), quiet=quiet)
     if task.complete():
         print(f"build {cfg.name!r} is already complete: nothing to do")

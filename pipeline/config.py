@@ -58,11 +58,17 @@ class DepthConfig:
     """Depth maps for live faces (attacks get zeros). ``backend``: ``face-alignment`` (3D landmarks from
     face-alignment's FAN, weights from ``weights_dir`` or the torch hub cache) or ``generic`` (a generic
     3D face surface registered to MTCNN's five landmarks; no weights). ``auto`` uses face-alignment when
-    its weights are present, else generic with a loud warning."""
+    its weights are present, else generic with a loud warning.
+
+    ``store_estimate``: also store ``depth_estimate``, the unmasked depth map of every kept face, attacks
+    included, as a model input (e.g. Meta Pattern's HFN + Depth); ``depth`` stays the training target (zeros
+    for attacks). With face-alignment it runs the 3D landmark networks on attack faces too; with the generic
+    backend it only reflects the five landmarks' geometry. A face whose estimate cannot be made is rejected."""
 
     backend: str = "auto"
     size: int = 32
     weights_dir: str | None = None
+    store_estimate: bool = False
 
     def __post_init__(self):
         if self.backend not in ("auto", "face-alignment", "generic"):
@@ -113,7 +119,7 @@ class BuildConfig:
         """The settings that determine shard contents."""
         return {"schema_version": SCHEMA_VERSION, "datasets": sorted(self.datasets),
                 "frames": asdict(self.frames), "face": _jsonable(asdict(self.face)),
-                "depth": {k: v for k, v in asdict(self.depth).items() if k != "weights_dir"},
+                "depth": _depth_content(self.depth),
                 "shards": asdict(self.shards)}
 
     def config_hash(self) -> str:
@@ -124,16 +130,29 @@ class BuildConfig:
         return _jsonable(asdict(self))
 
 
+def _depth_content(depth: DepthConfig) -> dict:
+    """Depth settings that change shards. ``store_estimate`` came after the first builds: it enters only when
+    on, so a build that does not use it keeps the hash it had before the option existed."""
+    content = {k: v for k, v in asdict(depth).items() if k not in ("weights_dir", "store_estimate")}
+    if depth.store_estimate:
+        content["store_estimate"] = True
+    return content
+
+
 def load_config(path: str | Path) -> BuildConfig:
     """Read a build config YAML; unknown keys are errors that name the file and the key."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: build config not found")
-    raw = yaml.safe_load(path.read_text()) or {}
+    return config_from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
+
+
+def config_from_dict(raw: dict, where: str) -> BuildConfig:
+    """A build config from its dict form (a YAML file's, or one recorded in a manifest); errors name ``where``."""
     try:
-        return _build(BuildConfig, raw, str(path))
+        return _build(BuildConfig, raw, where)
     except TypeError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise ValueError(f"{where}: {err}") from None
 
 
 def _build(cls, raw: dict, where: str):

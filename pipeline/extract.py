@@ -71,8 +71,10 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
         return summarize(out, job)
     detector, fan = _models(config, backend)
     detections = detector.detect(decoded.frames)
-    size, depth_size = config.face.size, config.depth.size
+    size, depth_size, store_estimate = config.face.size, config.depth.size, config.depth.store_estimate
     kept = {k: [] for k in ("rgb", "hsv", "lbp", "depth", "frame_index", "box", "landmarks", "score")}
+    if store_estimate:
+        kept["depth_estimate"] = []
     rejects, faces = [], []  # faces: (frame, index, detection, crop matrix)
     for frame, index, det in zip(decoded.frames, decoded.indices, detections):
         if det is None:
@@ -84,14 +86,18 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
                 faces.append((frame, index, det, crop_matrix(det, config.face)))
             except ValueError as err:
                 rejects.append((index, str(err)))
-    depths = _depth_maps(faces, job.label, fan, size, depth_size)
-    for (frame, index, det, matrix), depth in zip(faces, depths):
-        if isinstance(depth, str):
-            rejects.append((index, depth))
+    live = job.label == "live"
+    estimates = _depth_estimates(faces, fan, size, depth_size) if live or store_estimate else [None] * len(faces)
+    blank = np.zeros((depth_size, depth_size), np.uint8)
+    for (frame, index, det, matrix), estimate in zip(faces, estimates):
+        if isinstance(estimate, str):
+            rejects.append((index, estimate))
             continue
         for name, array in channels(crop_face(frame, matrix, size)).items():
             kept[name].append(array)
-        kept["depth"].append(depth[None])
+        kept["depth"].append((estimate if live else blank)[None])
+        if store_estimate:
+            kept["depth_estimate"].append(estimate[None])
         kept["frame_index"].append(index)
         kept["box"].append(det.box.astype(np.float32))
         kept["landmarks"].append(det.landmarks.astype(np.float32))
@@ -107,12 +113,10 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
     return summarize(out, job)
 
 
-def _depth_maps(faces: list, label: str, fan, size: int, depth_size: int) -> list:
-    """uint8 depth maps of a video's kept faces: zeros for an attack; for a live face, the 3D landmarks of
-    face-alignment (all faces of the video in one batch) or the generic surface, in the crop's frame.
-    A face whose landmarks cannot be triangulated gets the reason (a string) instead of a map."""
-    if label != "live":
-        return [np.zeros((depth_size, depth_size), np.uint8) for _ in faces]
+def _depth_estimates(faces: list, fan, size: int, depth_size: int) -> list:
+    """uint8 depth maps of a video's kept faces, whatever their label: the 3D landmarks of face-alignment (all
+    faces of the video in one batch) or the generic surface, in the crop's frame. A face whose landmarks
+    cannot be triangulated gets the reason (a string) instead of a map."""
     if fan is None:
         return [to_uint8(generic_depth(transform_points(det.landmarks, m), size, depth_size)) for _, _, det, m in faces]
     maps = []
@@ -148,7 +152,8 @@ def summarize(path: Path, job: VideoJob) -> dict:
 
 def _empty(config: BuildConfig) -> dict:
     s, d = config.face.size, config.depth.size
-    return {"rgb": np.zeros((0, 3, s, s), np.uint8), "hsv": np.zeros((0, 3, s, s), np.uint8),
+    estimate = {"depth_estimate": np.zeros((0, 1, d, d), np.uint8)} if config.depth.store_estimate else {}
+    return {**estimate, "rgb": np.zeros((0, 3, s, s), np.uint8), "hsv": np.zeros((0, 3, s, s), np.uint8),
             "lbp": np.zeros((0, 3, s, s), np.uint8), "depth": np.zeros((0, 1, d, d), np.uint8),
             "frame_index": np.zeros(0, np.int32), "box": np.zeros((0, 4), np.float32),
             "landmarks": np.zeros((0, 5, 2), np.float32), "score": np.zeros(0, np.float32)}

@@ -20,6 +20,8 @@ DOMAINS = {"oulu": 0, "casia": 1, "replay": 2, "msu": 3, "rose": 4}  # O, C, I, 
 IMAGE_SETS = ("rgb", "hsv", "lbp")
 PER_SAMPLE = ("rgb", "hsv", "lbp", "depth", "label", "domain", "attack", "video_id", "frame_index",
               "box", "landmarks", "score")
+OPTIONAL = ("depth_estimate",)  # written when the build config asks for them (depth.store_estimate)
+MAPS = ("depth", "depth_estimate")  # 1 x D x D per sample
 
 
 class ShardError(RuntimeError):
@@ -28,9 +30,14 @@ class ShardError(RuntimeError):
 
 class ShardWriter:
     """Writes one shard of ``n`` samples in order, a few samples at a time (memory: one call's arrays), to a
-    hidden temporary file that :meth:`commit` renames into place."""
+    hidden temporary file that :meth:`commit` renames into place. ``optional``: names of OPTIONAL to write too."""
 
-    def __init__(self, path: Path, n: int, image_size: int, depth_size: int, attrs: dict, compression: str = "none"):
+    def __init__(self, path: Path, n: int, image_size: int, depth_size: int, attrs: dict, compression: str = "none",
+                 optional: tuple = ()):
+        unknown = set(optional) - set(OPTIONAL)
+        if unknown:
+            raise ValueError(f"unknown optional shard datasets {sorted(unknown)}; known: {list(OPTIONAL)}")
+        self.names = PER_SAMPLE + tuple(optional)
         self.path, self.n, self.filled = Path(path), n, 0
         self.tmp = TempFile(self.path, suffix=".tmp.h5")
         self.file = h5py.File(self.tmp.path, "w", track_order=False)
@@ -38,11 +45,11 @@ class ShardWriter:
         if compression == "gzip":
             options["compression_opts"] = 4
         shapes = {"rgb": (3, image_size, image_size), "hsv": (3, image_size, image_size),
-                  "lbp": (3, image_size, image_size), "depth": (1, depth_size, depth_size),
+                  "lbp": (3, image_size, image_size), **{m: (1, depth_size, depth_size) for m in MAPS},
                   "label": (), "domain": (), "attack": (), "frame_index": (), "box": (4,), "landmarks": (5, 2),
                   "score": ()}
         types = {"frame_index": np.int32, "box": np.float32, "landmarks": np.float32, "score": np.float32}
-        for name in PER_SAMPLE:
+        for name in self.names:
             if name == "video_id":
                 self.file.create_dataset(name, (n,), dtype=h5py.string_dtype("utf-8"), track_times=False)
                 continue
@@ -50,18 +57,18 @@ class ShardWriter:
             chunked = len(shape) > 0 and n > 0
             self.file.create_dataset(name, (n,) + shape, dtype=types.get(name, np.uint8),
                                      chunks=(1,) + shape if chunked else None, track_times=False,
-                                     **(options if name in IMAGE_SETS + ("depth",) and n > 0 else {}))
+                                     **(options if name in IMAGE_SETS + MAPS and n > 0 else {}))
         meta = {"schema_version": SCHEMA_VERSION, "samples": n, "label_values": json.dumps(LABELS),
                 "attack_values": json.dumps(ATTACKS), "domain_values": json.dumps(DOMAINS), **attrs}
         for key in sorted(meta):
             self.file.attrs[key] = meta[key]
 
     def write(self, samples: dict) -> None:
-        """Append rows: ``samples`` maps every name of PER_SAMPLE to an array (or list) of equal length."""
+        """Append rows: ``samples`` maps every name this shard holds to an array (or list) of equal length."""
         k = len(samples["label"])
         if self.filled + k > self.n:
             raise ValueError(f"{self.path}: {self.filled + k} samples written into a shard of {self.n}")
-        for name in PER_SAMPLE:
+        for name in self.names:
             self.file[name][self.filled:self.filled + k] = samples[name]
         self.filled += k
 
@@ -80,9 +87,11 @@ class ShardWriter:
 
 
 def write_shard(path: Path, samples: dict, attrs: dict, compression: str = "none") -> None:
-    """Atomically write one shard from in-memory arrays (every name of PER_SAMPLE, N rows)."""
+    """Atomically write one shard from in-memory arrays (every name of PER_SAMPLE, and those of OPTIONAL that
+    ``samples`` has, N rows)."""
     rgb, depth = np.asarray(samples["rgb"]), np.asarray(samples["depth"])
-    writer = ShardWriter(path, len(samples["label"]), rgb.shape[-1], depth.shape[-1], attrs, compression)
+    optional = tuple(name for name in OPTIONAL if name in samples)
+    writer = ShardWriter(path, len(samples["label"]), rgb.shape[-1], depth.shape[-1], attrs, compression, optional)
     try:
         writer.write(samples)
     except BaseException:

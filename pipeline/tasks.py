@@ -22,13 +22,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from .atomic import write_csv, write_json
-from .config import BuildConfig, load_config
+from .config import BuildConfig, config_from_dict, load_config
 from .depth import resolve_backend
 from .extract import VideoJob, extract_video, load_result, result_path
 from .hashing import sha256_file
 from .index import index_dataset, read_table, write_index
 from .provenance import code_version, package_versions
-from .shards import ATTACKS, DOMAINS, LABELS, ShardWriter
+from .shards import ATTACKS, DOMAINS, LABELS, PER_SAMPLE, ShardWriter
 
 _CLIENT = {}
 
@@ -56,6 +56,45 @@ def close_clients() -> None:
     _CLIENT.clear()
 
 
+class BuildConflict(ValueError):
+    """A config whose name points at outputs made with other settings."""
+
+
+def stamp_path(cfg: BuildConfig) -> Path:
+    return cfg.build_dir / "config.json"
+
+
+def check_outputs(cfg: BuildConfig) -> None:
+    """Refuse to resume or confirm a build whose folder or manifest was made with other settings (per-video
+    results and shards would be reused under the new config's name)."""
+    stamp, manifest = stamp_path(cfg), cfg.manifest_path / "manifest.json"
+    found = [(stamp, json.loads(stamp.read_text()))] if stamp.is_file() else []
+    if manifest.is_file():
+        made = json.loads(manifest.read_text())
+        shards = str((cfg.build_dir / "shards").resolve())
+        if made["shard_dir"] != shards:
+            raise BuildConflict(f"{manifest}: describes the shards in {made['shard_dir']}, but {cfg.name!r} now writes "
+                                f"to {shards}; give the build another name or manifest_dir")
+        found.append((manifest, {"config_hash": made["config_hash"], "content": config_from_dict(made["config"], str(manifest)).content()}))
+    for path, recorded in found:
+        if recorded["config_hash"] != cfg.config_hash():
+            changed = _changed_keys(recorded["content"], cfg.content())
+            raise BuildConflict(f"{path}: build {cfg.name!r} was made with other settings (changed: "
+                                f"{', '.join(changed) or 'config hash'}); give the new config another name, or "
+                                f"delete {cfg.build_dir} and {cfg.manifest_path} to rebuild")
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
 class BuildTask(luigi.Task):
     config = luigi.Parameter(description="build config YAML")
     quiet = luigi.BoolParameter(default=False, significant=False)
@@ -63,6 +102,10 @@ class BuildTask(luigi.Task):
     @cached_property
     def cfg(self) -> BuildConfig:
         return load_config(self.config)
+
+    def complete(self) -> bool:
+        check_outputs(self.cfg)
+        return super().complete()
 
     def record_time(self, stage: str, seconds: float) -> None:
         path = self.cfg.build_dir / "timings" / f"{stage}.json"
@@ -103,6 +146,8 @@ class ExtractFaces(BuildTask):
         root = Path(cfg.datasets[self.dataset])
         jobs = [VideoJob(r.video_id, str(root / r.relpath), r.label, r.sha256) for r in table.itertuples()]
         backend = depth_backend(cfg)
+        if not stamp_path(cfg).is_file():  # from here on, results in the build folder belong to this config
+            write_json(stamp_path(cfg), {"config_hash": cfg.config_hash(), "content": cfg.content()})
         todo = [j for j in jobs if not result_path(cfg.build_dir, j).exists()]
         client = dask_client(cfg)
         from dask.distributed import as_completed
@@ -165,7 +210,8 @@ class WriteShards(BuildTask):
                     attrs = {"config_hash": cfg.config_hash(), "build": cfg.name, "shard": number,
                              "depth_backend": backend, "first_sample": f"{video_id}#{samples['frame_index'][offset]}"}
                     writer = ShardWriter(cfg.build_dir / "shards" / f"shard-{number:05d}.h5", min(per, total - written),
-                                         cfg.face.size, cfg.depth.size, attrs, cfg.shards.compression)
+                                         cfg.face.size, cfg.depth.size, attrs, cfg.shards.compression,
+                                         optional_datasets(cfg))
                 take = min(n - offset, writer.n - writer.filled)
                 writer.write({k: v[offset:offset + take] for k, v in samples.items()})
                 rows += [{"shard": writer.path.name, "row": writer.filled - take + i, "video_id": video_id,
@@ -180,6 +226,11 @@ class WriteShards(BuildTask):
         _write_csv(cfg.build_dir / "shards" / "rejects.csv", rejects, ["video_id", "frame_index", "reason"])
         _write_csv(self.output().path, rows, SAMPLE_COLUMNS)
         self.record_time("shards", time.perf_counter() - start)
+
+
+def optional_datasets(cfg: BuildConfig) -> tuple:
+    """The optional per-sample datasets (pipeline.shards.OPTIONAL) this build's shards hold."""
+    return ("depth_estimate",) if cfg.depth.store_estimate else ()
 
 
 SAMPLE_COLUMNS = ["shard", "row", "video_id", "frame_index", "dataset", "domain", "split", "label", "attack",
@@ -226,7 +277,7 @@ class BuildManifest(BuildTask):
             "build": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
             "code": code_version(), "packages": package_versions(),
             "depth_backend": depth_backend(cfg), "shard_dir": str(shard_dir.resolve()),
-            "label_polarity": LABELS, "attack_values": ATTACKS, "domain_values": DOMAINS,
+            "shard_datasets": list(PER_SAMPLE + optional_datasets(cfg)), "label_polarity": LABELS, "attack_values": ATTACKS, "domain_values": DOMAINS,
             "sources": {d: {"root": str(Path(cfg.datasets[d]).resolve()),
                             "videos": int((sources["dataset"] == d).sum())} for d in sorted(cfg.datasets)},
             "source_table_sha256": table_sha256["sources.csv"],

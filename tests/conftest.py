@@ -22,11 +22,11 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def train_build(corpus, tmp_path_factory):
-    """A build of the corpus: 2 frames per video, 64 px crops, generic depth."""
+    """A build of the corpus: 2 frames per video, 64 px crops, generic depth, depth estimates stored."""
     tmp = tmp_path_factory.mktemp("trainbuild")
     config = {"name": "b", "datasets": {d: str(corpus / d) for d in ("casia", "replay", "msu", "oulu")},
               "output_dir": str(tmp / "out"), "manifest_dir": str(tmp / "manifests"),
-              "frames": {"policy": "even", "count": 2}, "face": {"size": 64}, "depth": {"backend": "generic"},
+              "frames": {"policy": "even", "count": 2}, "face": {"size": 64}, "depth": {"backend": "generic", "store_estimate": True},
               "compute": {"workers": 2, "device": "cpu"}}
     (tmp / "b.yaml").write_text(yaml.safe_dump(config))
     subprocess.run([sys.executable, "-m", "pipeline", "build", "--config", str(tmp / "b.yaml"), "--quiet"],

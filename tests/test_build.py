@@ -64,6 +64,7 @@ def test_build_writes_shards_and_manifest(clean_build, corpus):
     samples = pd.read_csv(tmp_path / "manifests/t/samples.csv")
     assert manifest["samples"] == len(samples) == 2 * (24 + 16)  # two frames of every video
     assert manifest["depth_backend"] == "generic" and manifest["label_polarity"] == {"spoof": 0, "live": 1}
+    assert "depth" in manifest["shard_datasets"] and "depth_estimate" not in manifest["shard_datasets"]
     assert sum(s["samples"] for s in manifest["shards"]) == len(samples) and len(manifest["shards"]) == 5
     assert "80 samples in 5 shard(s)" in result.stdout and "skipped: 0 frame(s), 0 video(s)" in result.stdout
     assert set(manifest["code"]) >= {"version", "git_commit"} and manifest["packages"]["torch"] == "2.14.1"
@@ -131,6 +132,29 @@ def test_killed_build_resumes_to_the_same_bytes(clean_build):
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # finished videos were not redone
     assert outputs(tmp_path) == expected
     assert audit(tmp_path / "manifests/t") == []
+
+
+def test_a_changed_config_under_an_existing_name_is_refused(clean_build, tmp_path):
+    source, config, _ = clean_build
+    before = {p: p.stat().st_mtime_ns for p in source.rglob("*") if p.is_file()}
+    raw = yaml.safe_load(config.read_text())
+    # another frame count while the build folder holds results of the first: per-video results would be reused
+    changed = {**raw, "frames": {"policy": "even", "count": 3}, "manifest_dir": str(tmp_path / "m")}
+    (tmp_path / "count.yaml").write_text(yaml.safe_dump(changed))
+    result = build(tmp_path / "count.yaml", check=False)
+    assert result.returncode == 2
+    assert f"{source / 'out/t/config.json'}: build 't' was made with other settings (changed: frames.count)" in result.stderr
+    luigi_run = subprocess.run([str(BIN / "luigi"), "--module", "pipeline.tasks", "BuildManifest", "--config",
+                                str(tmp_path / "count.yaml"), "--local-scheduler"], capture_output=True, text=True,
+                               timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert "changed: frames.count" in luigi_run.stdout + luigi_run.stderr
+    # the same manifest folder for a build written elsewhere: the manifest would describe other shards
+    moved = {**raw, "output_dir": str(tmp_path / "elsewhere")}
+    (tmp_path / "moved.yaml").write_text(yaml.safe_dump(moved))
+    result = build(tmp_path / "moved.yaml", check=False)
+    assert result.returncode == 2 and "manifest.json: describes the shards in" in result.stderr
+    assert before == {p: p.stat().st_mtime_ns for p in source.rglob("*") if p.is_file()}
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "m").exists()
 
 
 def test_audit_names_a_flipped_byte_and_a_truncated_shard(clean_build, tmp_path):

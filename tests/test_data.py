@@ -76,6 +76,10 @@ def shards(tmp_path_factory):
                 "attack": np.zeros(n, np.uint8), "video_id": np.array([f"v{s}{i}" for i in range(n)], dtype=object),
                 "frame_index": np.zeros(n, np.int32), "box": np.zeros((n, 4), np.float32),
                 "landmarks": np.zeros((n, 5, 2), np.float32), "score": np.ones(n, np.float32)}
+        if s == 0:  # the first shard also holds depth estimates: a constant map per sample, then a ramp
+            data["depth_estimate"] = np.broadcast_to((np.arange(n) * 5 + 10).astype(np.uint8)[:, None, None, None],
+                                                     (n, 1, 4, 4)).copy()
+            data["depth_estimate"][-1, 0] = np.array([0, 80, 160, 240], np.uint8)[None, :]
         write_shard(folder / f"shard-{s:05d}.h5", data, {"config_hash": "t"})
         rows += [{"shard": f"shard-{s:05d}.h5", "row": i, "label": int(data["label"][i]),
                   "domain": int(data["domain"][i])} for i in range(n)]
@@ -93,6 +97,23 @@ def test_dataset_reads_the_right_rows(shards):
         assert np.array_equal(item["depth"].numpy(), f["depth"][5])
     batch = to_device(dataset.__getitems__([0, 1]), "cpu")
     assert batch["image"].dtype == torch.float32 and 0 <= batch["image"].min() and batch["image"].max() <= 1
+
+
+def test_depth_estimate_is_served_as_an_image_channel_and_the_target_never(shards):
+    folder, samples = shards
+    dataset = ShardDataset(folder, samples, channels=("rgb", "depth_estimate"))
+    batch = dataset.__getitems__([3, 7, 39])
+    assert batch["image"].shape == (3, 6, 16, 16)
+    estimate = batch["image"][:, 3:]
+    assert torch.equal(estimate[:, 0], estimate[:, 1]) and torch.equal(estimate[:, 0], estimate[:, 2])
+    assert (estimate[0] == 25).all() and (estimate[1] == 45).all()  # constant maps stay constant at 4x the size
+    ramp = estimate[2, 0].float()
+    assert (ramp[:, 1:] >= ramp[:, :-1]).all() and ramp[0, 0] == 0 and ramp[0, -1] == 240  # ramp kept, no overshoot
+    assert torch.equal(batch["image"][:, :3], ShardDataset(folder, samples, ("rgb",)).__getitems__([3, 7, 39])["image"])
+    with pytest.raises(ValueError, match="training target"):
+        ShardDataset(folder, samples, channels=("rgb", "depth"))
+    with pytest.raises(ValueError, match=r"shard-00001.h5: the shard has no \['depth_estimate'\].*store_estimate"):
+        dataset.__getitems__([45])
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])

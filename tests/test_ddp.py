@@ -119,6 +119,8 @@ def test_torchrun_trains_a_pseudo_domain_method_with_two_processes(train_build, 
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("report:") == 1  # process 0 alone reports
+    bar = result.stderr.replace("\r", "\n").splitlines()  # process 0's progress bar: steps, rate, loss, best EER
+    assert any("d2am O&C&I->M: 100%" in line and "4/4 [" in line and "best_eer=" in line for line in bar)
     assert json.loads((out / "run.json").read_text())["world_size"] == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -87,7 +89,7 @@ def test_meta_pattern_inner_steps_change_phi_only_and_theta_uses_the_adapted_phi
     assert not torch.allclose(theta_after_step(start), flat(method.hfn), atol=1e-6)
 
 
-def test_meta_pattern_chunks_split_every_block_and_refuses_depth_input():
+def test_meta_pattern_chunks_split_every_block():
     batch = toy_batch(3, per_class=6)
     parts = [chunk_rows(batch, k, 3) for k in range(3)]
     assert sorted(torch.cat(parts).tolist()) == list(range(len(batch["label"])))
@@ -95,8 +97,8 @@ def test_meta_pattern_chunks_split_every_block_and_refuses_depth_input():
         chosen = select(batch, part)
         assert [(int((chosen["domain"] == d).sum()), int((chosen["label"][chosen["domain"] == d] == 1).sum()))
                 for d in range(3)] == [(4, 2)] * 3
-    with pytest.raises(ValueError, match="reveal the label"):
-        MetaPattern(MetaPatternConfig(second_stream="depth"), "small")
+    with pytest.raises(ValueError, match="unknown second_stream 'target'"):
+        MetaPattern(MetaPatternConfig(second_stream="target"), "small")
 
 
 def test_hfm_and_hfn_output_shapes():
@@ -135,18 +137,29 @@ def run_config(train_build, out, method, steps, **kw):
 
 def test_pseudo_domains_are_reassigned_each_epoch_and_resume_exactly(train_build, tmp_path):
     run(run_config(train_build, tmp_path / "straight", "d2am", 8))
-    run(run_config(train_build, tmp_path / "resumed", "d2am", 3))
-    run(run_config(train_build, tmp_path / "resumed", "d2am", 8))
+    resumed = tmp_path / "resumed"
+    run(run_config(train_build, resumed, "d2am", 6))  # an epoch is 6 steps here: the next one re-clusters first
+    shutil.copy(resumed / "checkpoint.pt", tmp_path / "step6.pt")
+    run(run_config(train_build, resumed, "d2am", 7))
+    # killed after logging the clustering at step 6, step 7 and half a line, before step 7's checkpoint
+    shutil.copy(tmp_path / "step6.pt", resumed / "checkpoint.pt")
+    with open(resumed / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 6, "kin')
+    run(run_config(train_build, resumed, "d2am", 8))
     rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
             for name in ("straight", "resumed")}
     clusterings = [r for r in rows["straight"] if r["kind"] == "domains"]
-    assert [r["epoch"] for r in clusterings][:2] == [0, 1]
+    assert [(r["epoch"], r["step"]) for r in clusterings] == [(0, 0), (1, 6)]
     assert clusterings[0]["source"].startswith("input style statistics (fallback")
     assert "nmi_previous" in clusterings[1] and 0 <= clusterings[1]["nmi_datasets"] <= 1
-    straight = {r["step"]: r["total"] for r in rows["straight"] if r["kind"] == "train"}
-    resumed = {r["step"]: r["total"] for r in rows["resumed"] if r["kind"] == "train"}
-    assert straight.keys() == resumed.keys() == set(range(1, 9))
-    assert all(resumed[s] == pytest.approx(straight[s], rel=1e-6) for s in straight)
+    # the resumed run's rows are the uninterrupted run's: none repeated, same losses
+    assert [(r["step"], r["kind"]) for r in rows["resumed"]] == [(r["step"], r["kind"]) for r in rows["straight"]]
+    for got, want in zip(rows["resumed"], rows["straight"]):
+        numbers = [k for k, v in want.items() if isinstance(v, float)]
+        assert got.keys() == want.keys() and all(got[k] == want[k] for k in want.keys() - set(numbers))
+        assert [got[k] for k in numbers] == pytest.approx([want[k] for k in numbers], rel=1e-6), (got, want)
+    tables = [pd.read_csv(tmp_path / name / "metrics.csv") for name in ("straight", "resumed")]
+    assert tables[0][["step", "kind", "name"]].equals(tables[1][["step", "kind", "name"]])
     hparams = json.loads((tmp_path / "straight" / "run.json").read_text())["hparams"]
     assert hparams["first_epoch_features"].startswith("input style statistics")
 
@@ -158,3 +171,14 @@ def test_video_branch_trains_and_is_reported_per_video(train_build, tmp_path):
     assert (tmp_path / "video" / "video_scores.csv").exists()
     run_info = json.loads((tmp_path / "video" / "run.json").read_text())
     assert run_info["channels"] == ["rgb"] and run_info["hparams"]["pretrained_weights"].startswith("random")
+
+
+def test_hfn_with_depth_reads_the_unmasked_estimate_never_the_target(train_build, tmp_path):
+    result = run(run_config(train_build, tmp_path / "hfn_depth", "metapattern", 2, options=("second_stream=depth",)))
+    run_info = json.loads((tmp_path / "hfn_depth" / "run.json").read_text())
+    assert run_info["channels"] == ["rgb", "depth_estimate"] and 0 <= result["metrics"]["frame"]["auc"] <= 1
+    manifest, samples = load_build(train_build)
+    data = ShardDataset(manifest["shard_dir"], samples, MetaPattern.channels(MetaPatternConfig(second_stream="depth")))
+    spoof = np.flatnonzero(samples["label"].to_numpy() == "spoof")[:4]
+    batch = data.__getitems__(spoof)
+    assert batch["depth"].max() == 0 and batch["image"][:, 3:].amax((1, 2, 3)).min() > 0  # attacks get a map

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -211,3 +212,36 @@ def test_extraction_with_the_face_alignment_backend(corpus, tmp_path):
             assert arrays["depth"].max() == 0 and summary["samples"] == 2
         else:  # with these weights the 68 points triangulate: the rendered map is there
             assert summary["samples"] == 2 and arrays["depth"].shape[1:] == (1, 32, 32) and arrays["depth"].max() > 0
+        assert "depth_estimate" not in arrays
+    # depth.store_estimate: the attack's faces go through the 3D landmark networks too
+    config = replace(config, name="fa-estimate", depth=replace(config.depth, store_estimate=True))
+    extract_video(job, config, "face-alignment", str(config.build_dir))
+    arrays, _, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.npz")
+    assert arrays["depth"].max() == 0 and arrays["depth_estimate"].shape == (2, 1, 32, 32)
+    assert (arrays["depth_estimate"].reshape(2, -1).max(axis=1) > 0).all()
+
+
+def test_stored_depth_estimates_cover_attacks_while_the_target_stays_masked(corpus, tmp_path):
+    from pipeline.config import BuildConfig, DepthConfig
+    from pipeline.extract import VideoJob, extract_video, load_result
+    plain = BuildConfig(name="plain", datasets={"msu": str(corpus / "msu")}, output_dir=str(tmp_path),
+                        frames=FrameConfig(count=2), face=FaceConfig(size=64), depth=DepthConfig(backend="generic"))
+    stored = replace(plain, name="stored", depth=replace(plain.depth, store_estimate=True))
+    assert "store_estimate" not in plain.content()["depth"] and stored.content()["depth"]["store_estimate"] is True
+    assert plain.config_hash() != stored.config_hash()
+    for relpath, label in (("scene01/real/real_client002_laptop_SD_scene01.mov", "live"),
+                           ("scene01/attack/attack_client002_laptop_SD_printed_photo_scene01.mov", "spoof")):
+        job = VideoJob(f"msu/{relpath}", str(corpus / "msu" / relpath), label, "1" * 64)
+        found = {}
+        for config in (plain, stored):
+            extract_video(job, config, "generic", str(config.build_dir))
+            found[config.name], _, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{'1' * 16}.npz")
+        assert "depth_estimate" not in found["plain"] and len(found["stored"]["depth_estimate"]) == 2
+        assert np.array_equal(found["plain"]["depth"], found["stored"]["depth"])
+        assert np.array_equal(found["plain"]["rgb"], found["stored"]["rgb"])
+        estimate = found["stored"]["depth_estimate"]
+        assert (estimate.reshape(2, -1).max(axis=1) > 0).all()
+        if label == "live":  # the target is the estimate for live faces, zeros for attacks
+            assert np.array_equal(estimate, found["stored"]["depth"])
+        else:
+            assert found["stored"]["depth"].max() == 0

@@ -14,9 +14,10 @@ of the HFN's map against all ones (live) or all zeros (spoof). Test score S = (s
 - ``end-to-end``: the ablation without Algorithm 1: Phi and Theta trained jointly on the whole batch.
 ``second_stream``:
 - ``mp`` (default): the learned meta pattern; ``lbp``: the shards' colour LBP map instead (no Phi, plain
-  training of the HFN), the paper's "HFN + ColorLBP".
-- ``depth`` is refused: the shards' depth maps are supervision targets, all zeros for attacks, so feeding them
-  to the network would give it the label.
+  training of the HFN), the paper's "HFN + ColorLBP"; ``depth``: the paper's "HFN + Depth", the shards'
+  ``depth_estimate`` (the unmasked depth map of every face, live and attack; builds with
+  ``depth.store_estimate: true``), resized to the image and repeated to 3 channels. The shards' ``depth`` is
+  never an input: it is the supervision target, all zeros for attacks, and would give the network the label.
 
 Every step draws K + 1 mini-batches: the sampler delivers ``per_class x (K + 1)`` per (domain, class) and the
 method takes chunk k (k < K) of D_phi for the inner steps and chunk K of D_theta for Theta. The released
@@ -33,6 +34,7 @@ from torch.nn import functional as F
 from ..models.metapattern_nets import HFN, STREAMS, PatternExtractor
 from .base import Method
 
+SECOND_STREAMS = {"mp": (), "lbp": ("lbp",), "depth": ("depth_estimate",)}  # -> the shard channels it reads
 LEARNING_RATES = {"released": (4e-3, 1e-3), "paper": (1e-3, 1e-3), "end-to-end": (1e-3, 1e-3)}
 
 
@@ -70,11 +72,8 @@ class MetaPattern(Method):
         super().__init__()
         if config.variant not in LEARNING_RATES:
             raise ValueError(f"unknown variant {config.variant!r}; known: {sorted(LEARNING_RATES)}")
-        if config.second_stream == "depth":
-            raise ValueError("second_stream=depth: the shards' depth maps are training targets (zeros for every "
-                             "attack), so as an input they reveal the label; use 'mp' or 'lbp'")
-        if config.second_stream not in ("mp", "lbp"):
-            raise ValueError(f"unknown second_stream {config.second_stream!r}: use 'mp' or 'lbp'")
+        if config.second_stream not in SECOND_STREAMS:
+            raise ValueError(f"unknown second_stream {config.second_stream!r}; known: {sorted(SECOND_STREAMS)}")
         self.config = config
         self.hfn = HFN(STREAMS[network], config.pretrained)
         self.pattern = PatternExtractor() if config.second_stream == "mp" else None
@@ -95,7 +94,7 @@ class MetaPattern(Method):
 
     @staticmethod
     def channels(config) -> tuple:
-        return ("rgb", "lbp") if config.second_stream == "lbp" else ("rgb",)
+        return ("rgb",) + SECOND_STREAMS[config.second_stream]
 
     def optimizers(self) -> dict:
         found = {"theta": self.theta_optimizer}
@@ -104,7 +103,7 @@ class MetaPattern(Method):
         return found
 
     def second(self, image: torch.Tensor, frozen_phi: bool = False) -> torch.Tensor:
-        """The HFN's second input: the meta pattern of the RGB image, or the stored LBP map."""
+        """The HFN's second input: the meta pattern of the RGB image, or the stored map (LBP or depth estimate)."""
         if self.pattern is None:
             return image[:, 3:6]
         if frozen_phi:
