@@ -107,6 +107,12 @@ class BuildConfig:
     shards: ShardConfig = field(default_factory=ShardConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
+    def __post_init__(self):
+        from .datasets import INDEXERS
+        unknown = sorted(set(self.datasets) - set(INDEXERS))
+        if not self.datasets or unknown:
+            raise ValueError(f"datasets must map dataset names to roots; unknown {unknown}, known: {sorted(INDEXERS)}")
+
     @property
     def build_dir(self) -> Path:
         return Path(self.output_dir) / self.name
@@ -149,10 +155,7 @@ def load_config(path: str | Path) -> BuildConfig:
 
 def config_from_dict(raw: dict, where: str) -> BuildConfig:
     """A build config from its dict form (a YAML file's, or one recorded in a manifest); errors name ``where``."""
-    try:
-        return _build(BuildConfig, raw, where)
-    except TypeError as err:
-        raise ValueError(f"{where}: {err}") from None
+    return _build(BuildConfig, raw, where)
 
 
 def _build(cls, raw: dict, where: str):
@@ -170,7 +173,10 @@ def _build(cls, raw: dict, where: str):
         elif name == "thresholds":
             value = tuple(value)
         values[name] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:  # a missing field, or a value the section refuses
+        raise ValueError(f"{where}: {err}") from None
 
 
 _nested = {"frames": FrameConfig, "face": FaceConfig, "depth": DepthConfig, "shards": ShardConfig,
