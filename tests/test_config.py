@@ -1,6 +1,8 @@
 """Build configs: the shipped ones load and fit the protocols and methods; bad ones are named precisely."""
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,10 @@ def test_bad_build_configs_name_the_file_and_the_field(tmp_path):
         with pytest.raises(ValueError, match=message) as caught:
             load_config(path)
         assert str(path) in str(caught.value)
+
+
+def test_every_config_the_makefile_names_is_in_the_repository():
+    named = set(re.findall(r"configs/[\w/.-]+\.yaml", (ROOT / "Makefile").read_text()))
+    assert named and all((ROOT / path).is_file() for path in named), named
+    tracked = subprocess.run(["git", "ls-files", *sorted(named)], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert set(tracked) == named  # committed, not only present here (a clean checkout must have them)
