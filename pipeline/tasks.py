@@ -64,10 +64,18 @@ def stamp_path(cfg: BuildConfig) -> Path:
     return cfg.build_dir / "config.json"
 
 
+def build_identity(cfg: BuildConfig) -> dict:
+    """What a build folder is made from: the hashed settings and the dataset roots (not hashed, so that the same
+    copies built anywhere hash alike, but a build must not mix two copies)."""
+    return {"config_hash": cfg.config_hash(), "content": cfg.content(),
+            "roots": {d: str(Path(root).resolve()) for d, root in sorted(cfg.datasets.items())}}
+
+
 def check_outputs(cfg: BuildConfig) -> None:
-    """Refuse to resume or confirm a build whose folder or manifest was made with other settings (per-video
-    results and shards would be reused under the new config's name)."""
+    """Refuse to resume or confirm a build whose folder or manifest was made with other settings or other dataset
+    copies (per-video results, indexes and shards would be reused under the new config's name)."""
     stamp, manifest = stamp_path(cfg), cfg.manifest_path / "manifest.json"
+    now = build_identity(cfg)
     found = [(stamp, json.loads(stamp.read_text()))] if stamp.is_file() else []
     if manifest.is_file():
         made = json.loads(manifest.read_text())
@@ -75,13 +83,17 @@ def check_outputs(cfg: BuildConfig) -> None:
         if made["shard_dir"] != shards:
             raise BuildConflict(f"{manifest}: describes the shards in {made['shard_dir']}, but {cfg.name!r} now writes "
                                 f"to {shards}; give the build another name or manifest_dir")
-        found.append((manifest, {"config_hash": made["config_hash"], "content": config_from_dict(made["config"], str(manifest)).content()}))
+        found.append((manifest, {"config_hash": made["config_hash"],
+                                 "content": config_from_dict(made["config"], str(manifest)).content(),
+                                 "roots": {d: source["root"] for d, source in made["sources"].items()}}))
     for path, recorded in found:
-        if recorded["config_hash"] != cfg.config_hash():
-            changed = _changed_keys(recorded["content"], cfg.content())
+        changed = _changed_keys({"root": recorded["roots"]}, {"root": now["roots"]})
+        if recorded["config_hash"] != now["config_hash"]:
+            changed = (_changed_keys(recorded["content"], now["content"]) or ["config hash"]) + changed
+        if changed:
             raise BuildConflict(f"{path}: build {cfg.name!r} was made with other settings (changed: "
-                                f"{', '.join(changed) or 'config hash'}); give the new config another name, or "
-                                f"delete {cfg.build_dir} and {cfg.manifest_path} to rebuild")
+                                f"{', '.join(changed)}); give the new config another name, or delete "
+                                f"{cfg.build_dir} and {cfg.manifest_path} to rebuild")
 
 
 def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -147,7 +159,7 @@ class ExtractFaces(BuildTask):
         jobs = [VideoJob(r.video_id, str(root / r.relpath), r.label, r.sha256) for r in table.itertuples()]
         backend = depth_backend(cfg)
         if not stamp_path(cfg).is_file():  # from here on, results in the build folder belong to this config
-            write_json(stamp_path(cfg), {"config_hash": cfg.config_hash(), "content": cfg.content()})
+            write_json(stamp_path(cfg), build_identity(cfg))
         todo = [j for j in jobs if not result_path(cfg.build_dir, j).exists()]
         client = dask_client(cfg)
         from dask.distributed import as_completed

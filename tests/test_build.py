@@ -148,6 +148,11 @@ def test_a_changed_config_under_an_existing_name_is_refused(clean_build, tmp_pat
                                 str(tmp_path / "count.yaml"), "--local-scheduler"], capture_output=True, text=True,
                                timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert "changed: frames.count" in luigi_run.stdout + luigi_run.stderr
+    # another copy of a dataset under the same name: its index and per-video results would be reused
+    other_copy = {**raw, "datasets": {**raw["datasets"], "casia": str(tmp_path / "casia_copy")}}
+    (tmp_path / "copy.yaml").write_text(yaml.safe_dump(other_copy))
+    result = build(tmp_path / "copy.yaml", check=False)
+    assert result.returncode == 2 and "(changed: root.casia)" in result.stderr
     # the same manifest folder for a build written elsewhere: the manifest would describe other shards
     moved = {**raw, "output_dir": str(tmp_path / "elsewhere")}
     (tmp_path / "moved.yaml").write_text(yaml.safe_dump(moved))
