@@ -34,6 +34,7 @@ from tqdm import tqdm
 from torch.utils.data import BatchSampler, SequentialSampler
 
 from pipeline.atomic import atomic_path, write_json
+from pipeline.hashing import sha256_file
 from pipeline.provenance import code_version, package_versions
 from pipeline.shards import DOMAINS
 
@@ -193,7 +194,9 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
         clip_sampler = ClipSampler(clips, method.config.clips_per_class, seed=cfg.seed, rank=rank, world=world)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "domains": None}
     checkpoint = out / "checkpoint.pt"
+    build_sha256 = sha256_file(Path(cfg.build) / "manifest.json")
     if checkpoint.exists():
+        check_resume(out, cfg, protocol, build_sha256)
         state = load_checkpoint(checkpoint, method, rank, per_epoch=len(sampler))
         if lead:
             reclusters = method.pseudo_domains and state["batch"] in (0, len(sampler))
@@ -201,6 +204,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     elif lead:
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
                                       "build": manifest["build"], "config_hash": manifest["config_hash"],
+                                      "build_manifest_sha256": build_sha256,
                                       "selection": selection_name(cfg), "hparams": method.hparams(),
                                       "channels": list(channels), "world_size": world,
                                       "train_samples": len(train_rows), "validation_samples": len(val_rows),
@@ -261,6 +265,26 @@ def progress_note(losses: dict, state: dict) -> dict:
     if state["best"] is not None:
         note["best_eer"] = f"{state['best']['eer']:.4f}@{state['best']['step']}"
     return note
+
+
+RESUME_FIELDS = ("method", "per_class", "network", "input_size", "seed", "options", "select_on_target")
+
+
+def check_resume(out: Path, cfg: RunConfig, protocol, build_sha256: str) -> None:
+    """Refuse to continue a run with other settings or another build than it started with (``steps``,
+    ``eval_every``, ``workers``, ``device`` and paths may change)."""
+    started = json.loads((out / "run.json").read_text())
+    saved = {**started["config"], "options": tuple(started["config"].get("options", ()))}
+    changed = [f"{name} {saved.get(name)!r} -> {getattr(cfg, name)!r}" for name in RESUME_FIELDS
+               if name in saved and saved[name] != getattr(cfg, name)]
+    if (started["protocol"], started["variant"]) != (protocol.name, protocol.variant):
+        changed.append(f"protocol {started['protocol']} ({started['variant']}) -> {protocol.name} ({protocol.variant})")
+    if started.get("build_manifest_sha256", build_sha256) != build_sha256:
+        changed.append(f"build: {cfg.build}/manifest.json is not the manifest this run started on (sha256 "
+                       f"{started['build_manifest_sha256'][:12]}...)")
+    if changed:
+        raise ValueError(f"{out}: cannot resume this run with other settings ({'; '.join(changed)}); use another "
+                         f"--out, or the settings in {out / 'run.json'}")
 
 
 def batches(dataset, sampler, workers: int):

@@ -2,7 +2,9 @@
 selection, and a non-finite loss stops a step before it reaches the weights."""
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from importlib import metadata
 import subprocess
 import sys
@@ -18,8 +20,9 @@ from conftest import PROTOCOL
 
 
 def config(train_build, out, steps, **kw):
-    return RunConfig(method="rfm", build=str(train_build), protocol=PROTOCOL, out=str(out), steps=steps, eval_every=3,
-                     per_class=2, network="small", input_size=32, workers=0, device="cpu", **kw)
+    return RunConfig(**{"method": "rfm", "build": str(train_build), "protocol": PROTOCOL, "out": str(out),
+                        "steps": steps, "eval_every": 3, "per_class": 2, "network": "small", "input_size": 32,
+                        "workers": 0, "device": "cpu", **kw})
 
 
 def train_rows(out):
@@ -36,6 +39,22 @@ def test_resume_gives_the_same_batches_and_losses(train_build, tmp_path):
     for step in range(1, 8):
         assert resumed[step]["total"] == pytest.approx(straight[step]["total"], rel=1e-6, abs=1e-9), step
     assert json.loads((tmp_path / "straight/report.json").read_text())["best_step"] in (3, 6, 7)
+
+
+def test_a_run_resumes_only_with_its_own_settings_and_build(train_build, tmp_path):
+    out = tmp_path / "run"
+    run(config(train_build, out, 2))
+    with pytest.raises(ValueError, match=r"cannot resume this run with other settings \(seed 0 -> 1\)"):
+        run(config(train_build, out, 4, seed=1))
+    rebuilt = tmp_path / "rebuilt"  # the same shards, but a manifest that is not the one the run started on
+    shutil.copytree(train_build, rebuilt)
+    (rebuilt / "manifest.json").write_text((train_build / "manifest.json").read_text() + "\n")
+    with pytest.raises(ValueError, match="is not the manifest this run started on"):
+        run(config(rebuilt, out, 4))
+    run(config(train_build, out, 4, eval_every=2))  # more steps, another evaluation schedule: fine
+    assert sorted(train_rows(out)) == [1, 2, 3, 4]
+    assert json.loads((out / "run.json").read_text())["build_manifest_sha256"] == \
+        hashlib.sha256((train_build / "manifest.json").read_bytes()).hexdigest()
 
 
 def test_outputs_name_the_selection_and_oracle_mode(train_build, tmp_path):
