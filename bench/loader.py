@@ -47,6 +47,12 @@ def main():
         dataset = ShardDataset(manifest["shard_dir"], samples, read_threads=threads)
         steady, total = rate(make_loader(dataset, sampler, 0))
         print(f"  in-process, {threads} reader thread(s): {steady:8.0f} samples/s steady, {total:8.0f} with start-up")
+    if "depth_estimate" in manifest.get("shard_datasets", ()):  # HFN + Depth: 32 x 32 maps resized in the loader
+        dataset = ShardDataset(manifest["shard_dir"], samples, ("rgb", "depth_estimate"))
+        steady, total = rate(make_loader(dataset, sampler, 0))
+        print(f"  rgb + depth_estimate, 2 threads:   {steady:8.0f} samples/s steady, {total:8.0f} with start-up")
+    else:
+        print("  (this build has no depth_estimate: the HFN + Depth input is not measured)")
     dataset = ShardDataset(manifest["shard_dir"], samples)
     for workers in (1, 2):
         steady, total = rate(make_loader(dataset, sampler, workers))

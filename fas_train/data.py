@@ -129,6 +129,10 @@ class ShardDataset(Dataset):
                 for c, channel in enumerate(self.channels):
                     self._read(datasets, channel, row, maps[channel][k] if channel in maps else image[k, 3 * c:3 * c + 3])
                 self._read(datasets, "depth", row, depth[k])
+            rows = slice(part[0], part[-1] + 1)  # parts are consecutive: each thread resizes its own maps
+            for c, channel in enumerate(self.channels):
+                if channel in maps:
+                    image_t[rows, 3 * c:3 * c + 3] = _resized(maps[channel][rows], self.image_shape[-1])
 
         parts = np.array_split(np.arange(len(indices)), min(self.read_threads, len(indices)) or 1)
         if self._pid != os.getpid():  # a forked worker: the parent's threads did not come along
@@ -139,9 +143,6 @@ class ShardDataset(Dataset):
             list(self._pool.map(fill, parts))
         else:
             fill(parts[0])
-        for c, channel in enumerate(self.channels):
-            if channel in maps:
-                image_t[:, 3 * c:3 * c + 3] = _resized(maps[channel], self.image_shape[-1])
         return {"image": image_t, "depth": depth_t,
                 "label": torch.from_numpy(self.labels[indices]), "domain": torch.from_numpy(self.domains[indices]),
                 "index": torch.from_numpy(indices)}
@@ -163,9 +164,9 @@ class ShardDataset(Dataset):
 
 def _resized(maps: np.ndarray, size: int) -> torch.Tensor:
     """B x 1 x D x D uint8 maps as B x 3 x size x size uint8 (bilinear, the one channel repeated)."""
-    resized = torch.nn.functional.interpolate(torch.from_numpy(maps).float(), size=(size, size), mode="bilinear",
+    resized = torch.nn.functional.interpolate(torch.from_numpy(maps), size=(size, size), mode="bilinear",
                                               align_corners=False)
-    return resized.round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
+    return resized.expand(-1, 3, -1, -1)
 
 
 def _chunk_offsets(dataset: h5py.Dataset) -> np.ndarray | None:
