@@ -43,7 +43,9 @@ def summary(cfg) -> str:
     lines = [f"build {cfg.name!r}: {manifest['samples']} samples in {len(manifest['shards'])} shard(s) under "
              f"{manifest['shard_dir']}",
              "  sources: " + ", ".join(f"{d} {s['videos']} videos" for d, s in manifest["sources"].items()),
-             f"  depth backend: {manifest['depth_backend']}; config hash {manifest['config_hash'][:12]}",
+             f"  depth backend: {manifest['depth_backend']}"
+             + ("; depth estimates stored" if "depth_estimate" in manifest.get("shard_datasets", ()) else "")
+             + f"; config hash {manifest['config_hash'][:12]}",
              f"  skipped: {rejects['frames']} frame(s), {rejects['videos']} video(s)"]
     lines += [f"    {n} x {reason}" for reason, n in rejects["by_reason"].items()]
     lines.append("  stage seconds (this and earlier runs): "
