@@ -279,12 +279,18 @@ def check_resume(out: Path, cfg: RunConfig, protocol, build_sha256: str) -> None
                if name in saved and saved[name] != getattr(cfg, name)]
     if (started["protocol"], started["variant"]) != (protocol.name, protocol.variant):
         changed.append(f"protocol {started['protocol']} ({started['variant']}) -> {protocol.name} ({protocol.variant})")
-    if started.get("build_manifest_sha256", build_sha256) != build_sha256:
-        changed.append(f"build: {cfg.build}/manifest.json is not the manifest this run started on (sha256 "
-                       f"{started['build_manifest_sha256'][:12]}...)")
+    changed += other_build(started, cfg.build, build_sha256)
     if changed:
         raise ValueError(f"{out}: cannot resume this run with other settings ({'; '.join(changed)}); use another "
                          f"--out, or the settings in {out / 'run.json'}")
+
+
+def other_build(started: dict, build: str, build_sha256: str) -> list[str]:
+    """A note when ``build``'s manifest is not the one a run (its run.json, ``started``) was trained on."""
+    if started.get("build_manifest_sha256", build_sha256) == build_sha256:  # runs before the field: not known
+        return []
+    return [f"build: {build}/manifest.json is not the manifest this run started on (sha256 "
+            f"{started['build_manifest_sha256'][:12]}...)"]
 
 
 def batches(dataset, sampler, workers: int):
@@ -502,8 +508,12 @@ def evaluate_run(out: Path) -> dict:
     meta_path = out / "run.json"
     if not meta_path.is_file() or not (out / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{out}: not a run folder (run.json and checkpoint.pt are needed)")
-    saved = json.loads(meta_path.read_text())["config"]
+    started = json.loads(meta_path.read_text())
+    saved = started["config"]
     cfg = RunConfig(**{**saved, "options": tuple(saved.get("options", ()))})
+    changed = other_build(started, cfg.build, sha256_file(Path(cfg.build) / "manifest.json"))
+    if changed:
+        raise ValueError(f"{out}: {changed[0]}; the target would be scored on other data (rebuilt cache?)")
     device = resolve_device(cfg.device)
     _, protocol, _, parts = run_data(cfg)
     (_, _), (_, val_set), (target_rows, target_set) = parts

@@ -14,7 +14,7 @@ import torch
 
 from fas_train.methods import NonFiniteLoss, RFM, RFMConfig
 from fas_train.models import rfm_networks
-from fas_train.train import RunConfig, run
+from fas_train.train import RunConfig, evaluate_run, run
 
 from conftest import PROTOCOL
 
@@ -55,6 +55,11 @@ def test_a_run_resumes_only_with_its_own_settings_and_build(train_build, tmp_pat
     assert sorted(train_rows(out)) == [1, 2, 3, 4]
     assert json.loads((out / "run.json").read_text())["build_manifest_sha256"] == \
         hashlib.sha256((train_build / "manifest.json").read_bytes()).hexdigest()
+    info = json.loads((out / "run.json").read_text())  # evaluation later, on a build that changed since
+    info["config"]["build"] = str(rebuilt)
+    (out / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="not the manifest this run started on.*scored on other data"):
+        evaluate_run(out)
 
 
 def test_outputs_name_the_selection_and_oracle_mode(train_build, tmp_path):
