@@ -8,8 +8,8 @@
   written at every evaluation and on a non-finite loss, atomically; a run started again with the same
   output folder resumes where it stopped, with the same next batches and losses.
 - Metrics go to ``metrics.jsonl`` and ``metrics.csv`` (one row per step, evaluation and clustering); a resume
-  first drops the rows logged after the checkpoint, which it logs again, so a resumed run's rows are an
-  uninterrupted run's.
+  first drops the rows logged after the checkpoint, which it logs again (a fresh start, all rows of an attempt
+  killed before its first checkpoint), so a resumed run's rows are an uninterrupted run's.
 - bf16 autocast and channels-last on CUDA, fp32 on the CPU.
 - Under ``torchrun`` (``WORLD_SIZE`` > 1) the run is data-parallel with DDP (NCCL on CUDA, gloo on the CPU):
   every process reads its slice of each balanced batch (``per_class`` is the global count per domain and
@@ -201,7 +201,8 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
         if lead:
             reclusters = method.pseudo_domains and state["batch"] in (0, len(sampler))
             trim_metrics(out, state["step"], drop_domains_row=reclusters)
-    elif lead:
+    elif lead:  # a fresh start: rows of an attempt killed before its first checkpoint are dropped
+        trim_metrics(out, 0, drop_domains_row=True)
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
                                       "build": manifest["build"], "config_hash": manifest["config_hash"],
                                       "build_manifest_sha256": build_sha256,

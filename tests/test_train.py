@@ -44,6 +44,9 @@ def test_resume_gives_the_same_batches_and_losses(train_build, tmp_path):
 def test_a_run_resumes_only_with_its_own_settings_and_build(train_build, tmp_path):
     out = tmp_path / "run"
     run(config(train_build, out, 2))
+    (out / "checkpoint.pt").unlink()  # as if killed before its first checkpoint: the next run starts afresh
+    run(config(train_build, out, 2))
+    assert [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2, 2]
     with pytest.raises(ValueError, match=r"cannot resume this run with other settings \(seed 0 -> 1\)"):
         run(config(train_build, out, 4, seed=1))
     rebuilt = tmp_path / "rebuilt"  # the same shards, but a manifest that is not the one the run started on
