@@ -8,7 +8,8 @@ import luigi
 from luigi.execution_summary import LuigiStatusCode
 
 from .config import load_config
-from .tasks import BuildManifest, check_outputs, close_clients
+from .identity import check_outputs
+from .tasks import BuildManifest, close_clients
 
 
 def run_build(config_path, *, quiet: bool = False) -> int:

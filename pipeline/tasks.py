@@ -22,10 +22,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from .atomic import write_csv, write_json
-from .config import BuildConfig, config_from_dict, load_config
+from .config import BuildConfig, load_config
 from .depth import resolve_backend
 from .extract import VideoJob, extract_video, load_result, result_path
 from .hashing import sha256_file
+from .identity import check_outputs, claim_build_dir
 from .index import index_dataset, read_table, write_index
 from .provenance import code_version, package_versions
 from .shards import ATTACKS, DOMAINS, LABELS, PER_SAMPLE, ShardWriter
@@ -56,57 +57,6 @@ def close_clients() -> None:
     _CLIENT.clear()
 
 
-class BuildConflict(ValueError):
-    """A config whose name points at outputs made with other settings."""
-
-
-def stamp_path(cfg: BuildConfig) -> Path:
-    return cfg.build_dir / "config.json"
-
-
-def build_identity(cfg: BuildConfig) -> dict:
-    """What a build folder is made from: the hashed settings and the dataset roots (not hashed, so that the same
-    copies built anywhere hash alike, but a build must not mix two copies)."""
-    return {"config_hash": cfg.config_hash(), "content": cfg.content(),
-            "roots": {d: str(Path(root).resolve()) for d, root in sorted(cfg.datasets.items())}}
-
-
-def check_outputs(cfg: BuildConfig) -> None:
-    """Refuse to resume or confirm a build whose folder or manifest was made with other settings or other dataset
-    copies (per-video results, indexes and shards would be reused under the new config's name)."""
-    stamp, manifest = stamp_path(cfg), cfg.manifest_path / "manifest.json"
-    now = build_identity(cfg)
-    found = [(stamp, json.loads(stamp.read_text()))] if stamp.is_file() else []
-    if manifest.is_file():
-        made = json.loads(manifest.read_text())
-        shards = str((cfg.build_dir / "shards").resolve())
-        if made["shard_dir"] != shards:
-            raise BuildConflict(f"{manifest}: describes the shards in {made['shard_dir']}, but {cfg.name!r} now writes "
-                                f"to {shards}; give the build another name or manifest_dir")
-        found.append((manifest, {"config_hash": made["config_hash"],
-                                 "content": config_from_dict(made["config"], str(manifest)).content(),
-                                 "roots": {d: source["root"] for d, source in made["sources"].items()}}))
-    for path, recorded in found:
-        changed = _changed_keys({"root": recorded["roots"]}, {"root": now["roots"]})
-        if recorded["config_hash"] != now["config_hash"]:
-            changed = (_changed_keys(recorded["content"], now["content"]) or ["config hash"]) + changed
-        if changed:
-            raise BuildConflict(f"{path}: build {cfg.name!r} was made with other settings (changed: "
-                                f"{', '.join(changed)}); give the new config another name, or delete "
-                                f"{cfg.build_dir} and {cfg.manifest_path} to rebuild")
-
-
-def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
 class BuildTask(luigi.Task):
     config = luigi.Parameter(description="build config YAML")
     quiet = luigi.BoolParameter(default=False, significant=False)
@@ -135,6 +85,7 @@ class IndexSource(BuildTask):
         cfg = self.cfg
         if self.dataset not in cfg.datasets:
             raise ValueError(f"{self.config}: dataset {self.dataset!r} is not in datasets")
+        claim_build_dir(cfg)
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             index = index_dataset(self.dataset, cfg.datasets[self.dataset], quiet=self.quiet)
@@ -158,8 +109,7 @@ class ExtractFaces(BuildTask):
         root = Path(cfg.datasets[self.dataset])
         jobs = [VideoJob(r.video_id, str(root / r.relpath), r.label, r.sha256) for r in table.itertuples()]
         backend = depth_backend(cfg)
-        if not stamp_path(cfg).is_file():  # from here on, results in the build folder belong to this config
-            write_json(stamp_path(cfg), build_identity(cfg))
+        claim_build_dir(cfg)
         todo = [j for j in jobs if not result_path(cfg.build_dir, j).exists()]
         client = dask_client(cfg)
         from dask.distributed import as_completed
