@@ -146,8 +146,9 @@ def test_a_changed_config_under_an_existing_name_is_refused(clean_build, tmp_pat
     assert f"{source / 'out/t/config.json'}: build 't' was made with other settings (changed: frames.count)" in result.stderr
     luigi_run = subprocess.run([str(BIN / "luigi"), "--module", "pipeline.tasks", "BuildManifest", "--config",
                                 str(tmp_path / "count.yaml"), "--local-scheduler"], capture_output=True, text=True,
-                               timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-    assert "changed: frames.count" in luigi_run.stdout + luigi_run.stderr
+                               timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+                               cwd=Path(__file__).parents[1])  # where luigi.cfg sets non-zero exit codes
+    assert luigi_run.returncode != 0 and "changed: frames.count" in luigi_run.stdout + luigi_run.stderr
     # another copy of a dataset under the same name: its index and per-video results would be reused
     other_copy = {**raw, "datasets": {**raw["datasets"], "casia": str(tmp_path / "casia_copy")}}
     (tmp_path / "copy.yaml").write_text(yaml.safe_dump(other_copy))
