@@ -65,7 +65,7 @@ class ShardDataset(Dataset):
         self.domains = _domain_codes(self.samples)
         self._reset()
         first = self._datasets(self.shards[0]) if len(self.samples) else None
-        self.image_shape = (3 * len(self.channels),) + first["rgb"].shape[2:] if first else None
+        self.image_shape = (3 * len(self.channels), first["size"], first["size"]) if first else None
         self.depth_shape = first["depth"].shape[1:] if first else None
 
     def _reset(self) -> None:
@@ -97,9 +97,9 @@ class ShardDataset(Dataset):
         if missing:
             raise ValueError(f"{path}: the shard has no {missing} dataset (a build with depth.store_estimate: true "
                              f"writes depth_estimate; the manifest's shard_datasets lists what a build holds)")
-        found = {c: handle[c] for c in set(self.channels) | {"rgb", "depth"}}
-        offsets = {c: _chunk_offsets(d) for c, d in found.items()}
-        found.update(path=path, offsets=None, fd=None)
+        datasets = {c: handle[c] for c in set(self.channels) | {"depth"}}
+        offsets = {c: _chunk_offsets(d) for c, d in datasets.items()}
+        found = {**datasets, "path": path, "size": handle["rgb"].shape[-1], "offsets": None, "fd": None}
         if all(o is not None for o in offsets.values()):
             found.update(offsets=offsets, fd=os.open(path, os.O_RDONLY))
         return found

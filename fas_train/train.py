@@ -181,8 +181,8 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     barrier(world)
     manifest, protocol, channels, parts = run_data(cfg)
     (train_rows, train_set), (val_rows, val_set), (target_rows, target_set) = parts
-    cfg = replace(cfg, per_class=cfg.per_class or method_config(cfg)[1].per_class)
     method = build_method(cfg, source_domains(protocol)).to(device)
+    cfg = replace(cfg, per_class=cfg.per_class or method.config.per_class)
     torch.manual_seed(cfg.seed * 1000 + rank)  # the same weights everywhere, other random draws per process
     sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class * method.batch_chunks,
                                    seed=cfg.seed, rank=rank, world=world,
@@ -202,7 +202,8 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
             reclusters = method.pseudo_domains and state["batch"] in (0, len(sampler))
             trim_metrics(out, state["step"], drop_domains_row=reclusters)
     elif lead:  # a fresh start: rows of an attempt killed before its first checkpoint are dropped
-        trim_metrics(out, 0, drop_domains_row=True)
+        for name in ("metrics.jsonl", "metrics.csv"):
+            (out / name).unlink(missing_ok=True)
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
                                       "build": manifest["build"], "config_hash": manifest["config_hash"],
                                       "build_manifest_sha256": build_sha256,
@@ -274,16 +275,22 @@ RESUME_FIELDS = ("method", "per_class", "network", "input_size", "seed", "option
 def check_resume(out: Path, cfg: RunConfig, protocol, build_sha256: str) -> None:
     """Refuse to continue a run with other settings or another build than it started with (``steps``,
     ``eval_every``, ``workers``, ``device`` and paths may change)."""
-    started = json.loads((out / "run.json").read_text())
-    saved = {**started["config"], "options": tuple(started["config"].get("options", ()))}
-    changed = [f"{name} {saved.get(name)!r} -> {getattr(cfg, name)!r}" for name in RESUME_FIELDS
-               if name in saved and saved[name] != getattr(cfg, name)]
+    started, saved = saved_run(out)
+    changed = [f"{name} {getattr(saved, name)!r} -> {getattr(cfg, name)!r}" for name in RESUME_FIELDS
+               if getattr(saved, name) != getattr(cfg, name)]
     if (started["protocol"], started["variant"]) != (protocol.name, protocol.variant):
         changed.append(f"protocol {started['protocol']} ({started['variant']}) -> {protocol.name} ({protocol.variant})")
     changed += other_build(started, cfg.build, build_sha256)
     if changed:
         raise ValueError(f"{out}: cannot resume this run with other settings ({'; '.join(changed)}); use another "
                          f"--out, or the settings in {out / 'run.json'}")
+
+
+def saved_run(out: Path) -> tuple[dict, RunConfig]:
+    """A run folder's run.json and the RunConfig it records."""
+    started = json.loads((out / "run.json").read_text())
+    saved = started["config"]
+    return started, RunConfig(**{**saved, "options": tuple(saved.get("options", ()))})
 
 
 def other_build(started: dict, build: str, build_sha256: str) -> list[str]:
@@ -509,9 +516,7 @@ def evaluate_run(out: Path) -> dict:
     meta_path = out / "run.json"
     if not meta_path.is_file() or not (out / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{out}: not a run folder (run.json and checkpoint.pt are needed)")
-    started = json.loads(meta_path.read_text())
-    saved = started["config"]
-    cfg = RunConfig(**{**saved, "options": tuple(saved.get("options", ()))})
+    started, cfg = saved_run(out)
     changed = other_build(started, cfg.build, sha256_file(Path(cfg.build) / "manifest.json"))
     if changed:
         raise ValueError(f"{out}: {changed[0]}; the target would be scored on other data (rebuilt cache?)")
