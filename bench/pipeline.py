@@ -75,14 +75,14 @@ def stage_rates(videos, frame_config: FrameConfig) -> dict:
             if det is None:
                 continue
             matrix = crop_matrix(det, config)
-            crops.append((crop_face(frame, matrix, config.size), transform_points(det.landmarks, matrix)))
+            crops.append((crop_face(frame, matrix, config.size, config.template), transform_points(det.landmarks, matrix)))
     rates["align + crop"] = len(crops) / (time.perf_counter() - start)
     start = time.perf_counter()
     for _, landmarks in crops:
         generic_depth(landmarks, config.size, 32)
     rates["depth (generic)"] = len(crops) / (time.perf_counter() - start)
     start = time.perf_counter()
-    chans = [channels(c) for c, _ in crops]
+    chans = [channels(c, config.hsv) for c, _ in crops]
     rates["channels (HSV + LBP)"] = len(crops) / (time.perf_counter() - start)
     samples = {"rgb": np.stack([c["rgb"] for c in chans]), "hsv": np.stack([c["hsv"] for c in chans]),
                "lbp": np.stack([c["lbp"] for c in chans]), "depth": np.zeros((len(chans), 1, 32, 32), np.uint8),

@@ -12,6 +12,7 @@ Pattern draws K + 1 chunks and uses K of one domain and 1 of the others); ccdd-v
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import subprocess
@@ -25,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fas_train.methods import METHODS  # noqa: E402
 
-PAPER_INPUT = {"ccdd": 224, "ccdd-video": 224}  # the others: 256
+# timing only: random backbones and D²AM's label-free first clustering, asked for by name (no weights needed)
+TIMING_OPTIONS = (("pretrained", "none"), ("first_epoch", "style"))
 
 
 def make_batch(method, per_class: int, domains: int, size: int, device, channels_last: bool) -> dict:
@@ -48,13 +50,14 @@ def make_batch(method, per_class: int, domains: int, size: int, device, channels
 def measure(name: str, network: str, size: int | None, steps: int, fast: bool) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cls, config_cls = METHODS[name]
-    config = config_cls()
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    config = config_cls(**{k: v for k, v in TIMING_OPTIONS if k in names})
     torch.manual_seed(0)
     method = cls.create(config, network, [0, 1, 2], seed=0).to(device)
     use_fast = fast and device.type == "cuda"
     if use_fast:
         method = method.to(memory_format=torch.channels_last)
-    size = size or (PAPER_INPUT.get(name, 256) if device.type == "cuda" else 64)
+    size = size or ((cls.input_size or 256) if device.type == "cuda" else 64)
     data = make_batch(method, config.per_class * method.batch_chunks, 3, size, device, use_fast)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_fast)
     if device.type == "cuda":

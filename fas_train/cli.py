@@ -42,6 +42,8 @@ def _print(result: dict, out: Path) -> None:
     print(f"  video level: AUC {video['auc']:.4f}  HTER@target-EER-threshold {video['hter_at_target_eer_threshold']:.4f}  "
           f"HTER@source-threshold {video['hter_at_source_threshold']:.4f}  ACER {video['acer']:.4f}")
     print(f"  frame level: AUC {frame['auc']:.4f}  EER {frame['eer']:.4f}")
+    for part, source in result.get("provenance", {}).items():  # where pretrained parts came from
+        print(f"  {part.replace('_', ' ')}: {source}")
     if "video_branch" in result["metrics"]:
         branch = result["metrics"]["video_branch"]
         print(f"  video branch: AUC {branch['auc']:.4f}  HTER@source-threshold {branch['hter_at_source_threshold']:.4f}")
@@ -65,9 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "default: the method's paper")
     train.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                        help="override a field of the method's config (ablations, hyper-parameters), repeatable, "
-                            "e.g. --option second_order=false")
+                            "e.g. --option meta_gradient=first-order")
     train.add_argument("--network", choices=["paper", "small"], default="paper")
-    train.add_argument("--input-size", dest="input_size", type=int, default=0)
+    train.add_argument("--input-size", dest="input_size", type=int, default=None,
+                       help="input side in pixels (images resized on the device); default: the method's paper "
+                            "size (ccdd: 224), else the stored crop; 0: the stored crop")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--workers", type=int, default=0,
                        help="DataLoader processes; 0 (default): threads in the training process read and prefetch")
@@ -75,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--select-on-target", dest="select_on_target", action="store_true",
                        help="ORACLE mode: pick the checkpoint on the target test set (labelled in every output)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                       help="auto: bf16 autocast on CUDA, fp32 elsewhere (scores are float32 either way)")
+    train.add_argument("--channels-last", dest="channels_last", choices=["auto", "on", "off"], default="auto",
+                       help="channels-last memory layout (auto: on CUDA)")
     train.set_defaults(handler=_cmd_train)
     evaluate = commands.add_parser("eval", help="evaluate a run's best checkpoint on its protocol's target")
     evaluate.add_argument("--run", required=True, help="run folder written by train")

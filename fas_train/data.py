@@ -25,7 +25,8 @@ INPUT_CHANNELS = IMAGE_SETS + ("depth_estimate",)
 
 
 def load_build(manifest_dir: str | Path) -> tuple[dict, pd.DataFrame]:
-    """A build's manifest and its sample table; errors name the file."""
+    """A build's manifest and its sample table, with each video's ``attack_detail`` (the attack instrument
+    species) from the build's ``sources.csv``; errors name the file."""
     folder = Path(manifest_dir)
     manifest_path, samples_path = folder / "manifest.json", folder / "samples.csv"
     for path in (manifest_path, samples_path):
@@ -33,6 +34,11 @@ def load_build(manifest_dir: str | Path) -> tuple[dict, pd.DataFrame]:
             raise FileNotFoundError(f"{path}: not found (is {folder} a build manifest folder?)")
     manifest = json.loads(manifest_path.read_text())
     samples = pd.read_csv(samples_path, dtype={"subject": str, "video_id": str})
+    if "attack_detail" not in samples:  # the attack instrument species, from the build's source table
+        sources_path = folder / "sources.csv"
+        details = (pd.read_csv(sources_path, usecols=["video_id", "attack_detail"], dtype=str, keep_default_na=False)
+                   .set_index("video_id")["attack_detail"] if sources_path.is_file() else pd.Series(dtype=str))
+        samples["attack_detail"] = samples["video_id"].map(details).fillna("")
     return manifest, samples
 
 

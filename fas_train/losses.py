@@ -22,11 +22,20 @@ def reverse_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def enhancement_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """D²AM's domain-enhancement entropy loss, mean of P log P + (1 - P) log(1 - P) with P = sigmoid(logit):
-    the negative binary entropy, smallest (-log 2) at P = 0.5, so minimising it pushes P towards 0.5."""
+    """D²AM's domain-enhancement entropy loss as Eq. 7 writes it: the mean of P log P with P = sigmoid(logit),
+    smallest (-1/e) at P = 1/e."""
+    return (torch.sigmoid(logits) * torch.nn.functional.logsigmoid(logits)).mean()
+
+
+def binary_enhancement_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """The two-sided form, mean of P log P + (1 - P) log(1 - P): the negative binary entropy, smallest (-log 2)
+    at P = 0.5, which is what D²AM's text says its loss does."""
     p = torch.sigmoid(logits)
     log_p, log_q = torch.nn.functional.logsigmoid(logits), torch.nn.functional.logsigmoid(-logits)
     return (p * log_p + (1 - p) * log_q).mean()
+
+
+ENTROPY_LOSSES = {"paper": enhancement_entropy, "binary": binary_enhancement_entropy}
 
 
 def gaussian_mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(1.0, 2.0, 4.0, 8.0, 16.0)) -> torch.Tensor:

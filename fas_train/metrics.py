@@ -1,9 +1,13 @@
 """Face anti-spoofing metrics on scores where higher means more likely live (label 1 = live, 0 = spoof).
 
 At a threshold t a sample is accepted as live when ``score >= t``:
-- FAR / APCER: the fraction of attacks accepted; APCER is taken per attack family and the worst reported
-  (ISO/IEC 30107-3); FRR / BPCER: the fraction of live samples rejected.
-- HTER = (FAR + FRR) / 2 and ACER = (worst APCER + BPCER) / 2 at a named threshold.
+- FAR / APCER: the fraction of attacks accepted. ISO/IEC 30107-3 defines APCER per presentation attack
+  instrument species: ``apcer_species`` holds it per species (``<family>/<attack_detail>``, e.g.
+  ``print/printer2``, ``replay/highdef``; the family alone where a dataset names no species), and
+  ``apcer_worst`` is the worst species; ``apcer`` keeps the per-family figures (print, replay, mask) and
+  ``apcer_family_worst`` their worst. FRR / BPCER: the fraction of live samples rejected.
+- HTER = (FAR + FRR) / 2 and ACER = (worst species' APCER + BPCER) / 2 at a named threshold, as OULU-NPU's
+  protocols take the worst instrument.
 - EER: the point where FAR = FRR on the ROC (interpolated between the two nearest ROC points).
 Video level: a video's score is the mean of its frames' scores.
 """
@@ -79,15 +83,24 @@ def apcer_by_attack(scores, labels, attacks, threshold: float) -> dict[str, floa
             for a in sorted(set(attacks[labels == 0]))}
 
 
+def species(attacks, details) -> np.ndarray:
+    """Attack instrument species names, ``<family>/<detail>`` (the family alone where the detail is empty)."""
+    attacks = np.asarray(attacks, dtype=object).astype(str)
+    details = pd.Series(details, dtype=object).fillna("").astype(str).to_numpy()
+    return np.where(details == "", attacks, np.char.add(np.char.add(attacks, "/"), details.astype(str)))
+
+
 def video_level(frames: pd.DataFrame) -> pd.DataFrame:
-    """Mean frame score per video; columns video_id, label, attack, score, frames. A video whose frames
-    disagree on label or attack is an error."""
+    """Mean frame score per video; columns video_id, label, attack (and attack_detail when given), score,
+    frames. A video whose frames disagree on label or attack is an error."""
     grouped = frames.groupby("video_id", sort=True)
     inconsistent = grouped["label"].nunique().gt(1) | grouped["attack"].nunique().gt(1)
     if inconsistent.any():
         raise ValueError(f"videos with frames of different labels or attacks: {inconsistent[inconsistent].index[:5].tolist()}")
-    return grouped.agg(label=("label", "first"), attack=("attack", "first"), score=("score", "mean"),
-                       frames=("score", "size")).reset_index()
+    columns = {"label": ("label", "first"), "attack": ("attack", "first")}
+    if "attack_detail" in frames:
+        columns["attack_detail"] = ("attack_detail", "first")
+    return grouped.agg(**columns, score=("score", "mean"), frames=("score", "size")).reset_index()
 
 
 def level_metrics(table: pd.DataFrame, source_threshold: float | None = None) -> dict:
@@ -99,16 +112,22 @@ def level_metrics(table: pd.DataFrame, source_threshold: float | None = None) ->
              "oracle_threshold": oracle, "hter_at_target_eer_threshold": error_rates(scores, labels, oracle).hter}
     if source_threshold is not None:
         at = error_rates(scores, labels, source_threshold)
-        per_attack = apcer_by_attack(scores, labels, attacks, source_threshold)
+        per_family = apcer_by_attack(scores, labels, attacks, source_threshold)
+        kinds = species(attacks, table["attack_detail"] if "attack_detail" in table else [""] * len(table))
+        per_species = apcer_by_attack(scores, labels, kinds, source_threshold)
+        worst = max(per_species.values())
         entry.update({"source_threshold": float(source_threshold), "hter_at_source_threshold": at.hter,
-                      "apcer": per_attack, "apcer_worst": max(per_attack.values()), "bpcer": at.frr,
-                      "acer": (max(per_attack.values()) + at.frr) / 2})
+                      "apcer": per_family, "apcer_family_worst": max(per_family.values()),
+                      "apcer_species": per_species, "apcer_worst": worst, "bpcer": at.frr, "acer": (worst + at.frr) / 2})
     return entry
 
 
-def report(frames: pd.DataFrame, source_threshold: float | None = None) -> dict:
-    """Every metric at frame and video level. ``frames`` has video_id, label (1 live), attack, score.
-    HTER is given at the target's own EER threshold (what the papers report: it looks at the test labels)
-    and, when ``source_threshold`` is given, at that threshold fixed on source data (what a deployment gets)."""
-    return {level: level_metrics(table, source_threshold)
-            for level, table in (("frame", frames), ("video", video_level(frames)))}
+def report(frames: pd.DataFrame, source_threshold: float | None = None,
+           video_source_threshold: float | None = None) -> dict:
+    """Every metric at frame and video level. ``frames`` has video_id, label (1 live), attack, optionally
+    attack_detail, and score. HTER is given at the target's own EER threshold (what the papers report: it
+    looks at the test labels) and at thresholds fixed on source data (what a deployment gets):
+    ``source_threshold`` for frames, ``video_source_threshold`` (from video-level validation scores) for
+    videos."""
+    return {"frame": level_metrics(frames, source_threshold),
+            "video": level_metrics(video_level(frames), video_source_threshold)}

@@ -1,8 +1,10 @@
 """Pseudo-domains: clustering training samples by style statistics, as D²AM and PDL-FAS do each epoch.
 
 - :func:`instance_statistics`: per-channel mean and standard deviation over space (instance-norm statistics).
-- :func:`cluster_by_class` (D²AM): K-means on live and on spoof samples separately, clusters combined by
-  index, then relabelled to agree best with the previous assignment (Hungarian algorithm).
+- :func:`cluster_joint` (D²AM's first epoch): K-means on all samples together.
+- :func:`cluster_by_class` (D²AM's later epochs): K-means on live and on spoof samples separately, each
+  class's clusters relabelled to agree best with that class's previous assignment (Kuhn-Munkres), which
+  also pairs live and spoof clusters into one pseudo-domain.
 - :func:`cluster_pca` (PDL-FAS): PCA then K-means or a Gaussian mixture on all samples.
 - :func:`match_labels`: the relabelling on its own; :func:`agreement`: normalised mutual information.
 """
@@ -44,28 +46,27 @@ def _standardise(features: np.ndarray) -> np.ndarray:
     return (features - features.mean(0)) / (features.std(0) + 1e-8)
 
 
+def cluster_joint(features: np.ndarray, k: int, seed: int, previous: np.ndarray | None = None) -> np.ndarray:
+    """K-means (k clusters) on every sample together, matched to ``previous`` when given."""
+    labels = KMeans(k, n_init=10, random_state=seed).fit_predict(_standardise(features))
+    return match_labels(labels, previous, k)
+
+
 def cluster_by_class(features: np.ndarray, labels: np.ndarray, k: int, seed: int,
-                     previous: np.ndarray | None = None) -> np.ndarray:
-    """D²AM's assignment: K-means (k clusters) on the live and on the spoof samples apart. The spoof
-    clusters are matched to the live ones (Hungarian algorithm on the distance of their centres, so that
-    pseudo-domain j pairs the most alike live and spoof clusters), then the combined labels are matched
-    to ``previous``."""
-    features, labels = _standardise(features), np.asarray(labels)
+                     previous: np.ndarray) -> np.ndarray:
+    """D²AM's assignment after the first epoch: K-means (k clusters) on the live and on the spoof samples
+    apart; each class's clusters get the names of the previous epoch's pseudo-domains they overlap most
+    among that class's samples (Kuhn-Munkres), so live cluster j and spoof cluster j form one pseudo-domain
+    because they continue the same previous one."""
+    features, labels, previous = _standardise(features), np.asarray(labels), np.asarray(previous, np.int64)
     out = np.empty(len(labels), np.int64)
-    centres = {}
     for c in (1, 0):
         members = np.flatnonzero(labels == c)
         if len(members) < k:
             raise ValueError(f"{len(members)} {'live' if c else 'spoof'} samples cannot form {k} pseudo-domains")
-        model = KMeans(k, n_init=10, random_state=seed).fit(features[members])
-        out[members], centres[c] = model.labels_, model.cluster_centers_
-    cost = ((centres[0][:, None, :] - centres[1][None, :, :]) ** 2).sum(-1)  # spoof cluster x live cluster
-    rows, cols = linear_sum_assignment(cost)
-    rename = np.empty(k, np.int64)
-    rename[rows] = cols
-    spoof = labels == 0
-    out[spoof] = rename[out[spoof]]
-    return match_labels(out, previous, k)
+        found = KMeans(k, n_init=10, random_state=seed).fit_predict(features[members])
+        out[members] = match_labels(found, previous[members], k)
+    return out
 
 
 def cluster_pca(features: np.ndarray, k: int, seed: int, dims: int = 256, method: str = "kmeans",

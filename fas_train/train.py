@@ -10,7 +10,10 @@
 - Metrics go to ``metrics.jsonl`` and ``metrics.csv`` (one row per step, evaluation and clustering); a resume
   first drops the rows logged after the checkpoint, which it logs again (a fresh start, all rows of an attempt
   killed before its first checkpoint), so a resumed run's rows are an uninterrupted run's.
-- bf16 autocast and channels-last on CUDA, fp32 on the CPU.
+- Precision and memory layout are settings (``precision``: auto, bf16, fp32; ``channels_last``: auto, on,
+  off); ``auto`` is bf16 autocast and channels-last on CUDA, fp32 and the default layout elsewhere. Either can
+  be asked for on the CPU too (it has bf16 autocast). Scores and every metric input stay float32: the
+  score layers compute in float32 under autocast (:mod:`fas_train.models.precision`).
 - Under ``torchrun`` (``WORLD_SIZE`` > 1) the run is data-parallel with DDP (NCCL on CUDA, gloo on the CPU):
   every process reads its slice of each balanced batch (``per_class`` is the global count per domain and
   class), gradients and logged losses are averaged over processes, and process 0 alone evaluates and writes
@@ -57,13 +60,26 @@ class RunConfig:
     eval_every: int = 100
     per_class: int | None = None  # None: the method's default (its paper's batch)
     network: str = "paper"
-    input_size: int = 0  # 0: the stored crop size; else images are resized on the device
+    input_size: int | None = None  # None: the method's paper size (else the stored crop); 0: the stored crop
+    #                                size; else images are resized to it on the device
     seed: int = 0
     workers: int = 0  # DataLoader processes; 0: read in this process (threads, prefetched)
     device: str = "auto"
     select_on_target: bool = False
     options: tuple = ()  # "name=value" overrides of the method's config (ablations, hyper-parameters)
     quiet: bool = False  # no progress bar
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32"
+    channels_last: str = "auto"  # "auto" (on CUDA), "on" or "off"
+
+    def __post_init__(self):
+        for name in ("steps", "eval_every", "per_class", "input_size"):
+            value, least = getattr(self, name), 0 if name == "input_size" else 1
+            if value is not None and value < least:
+                raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least {least}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision {self.precision!r}: use auto, bf16 or fp32")
+        if self.channels_last not in ("auto", "on", "off"):
+            raise ValueError(f"channels_last {self.channels_last!r}: use auto, on or off")
 
 
 CHECKPOINT_FORMAT = 2
@@ -93,6 +109,20 @@ def start_distributed(cfg: RunConfig) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, device
 
 
+def use_bf16(cfg: RunConfig, device: torch.device) -> bool:
+    """Whether networks run under bf16 autocast (``auto``: on CUDA only)."""
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+
+def autocast(cfg: RunConfig, device: torch.device):
+    """The autocast context of the run's precision setting."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg, device))
+
+
+def use_channels_last(cfg: RunConfig, device: torch.device) -> bool:
+    return cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+
+
 def barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
@@ -120,7 +150,7 @@ def build_method(cfg: RunConfig, domains: list):
 
 
 def prepare(cfg: RunConfig, device: torch.device, batch: dict) -> dict:
-    batch = to_device(batch, device, channels_last=device.type == "cuda")
+    batch = to_device(batch, device, channels_last=use_channels_last(cfg, device))
     image = batch["image"]
     if cfg.input_size and image.shape[-1] != cfg.input_size:  # frames (N, C, S, S) or clips (N, L, C, S, S)
         resized = torch.nn.functional.interpolate(image.flatten(0, image.ndim - 4), size=cfg.input_size,
@@ -137,16 +167,18 @@ def in_order(dataset: ShardDataset, batch_size: int = 64):
 def score(method, dataset: ShardDataset, cfg: RunConfig, device: torch.device) -> np.ndarray:
     """Live probabilities of every sample of ``dataset``, in order."""
     out = []
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with autocast(cfg, device):
         for batch in in_order(dataset):
             out.append(method.predict(prepare(cfg, device, batch)["image"]).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
 def frame_table(samples: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    """One row per scored frame: video, frame, label (1 live), attack family and species, score."""
     return pd.DataFrame({"video_id": samples["video_id"].to_numpy(), "frame_index": samples["frame_index"].to_numpy(),
                          "label": (samples["label"] == "live").astype(int).to_numpy(),
-                         "attack": samples["attack"].to_numpy(), "score": scores})
+                         "attack": samples["attack"].to_numpy(), "attack_detail": samples["attack_detail"].to_numpy(),
+                         "score": scores})
 
 
 def run(cfg: RunConfig) -> dict:
@@ -176,13 +208,10 @@ def run_data(cfg: RunConfig):
 
 def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device) -> dict | None:
     lead = rank == 0
-    if lead:
-        out.mkdir(parents=True, exist_ok=True)
-    barrier(world)
     manifest, protocol, channels, parts = run_data(cfg)
     (train_rows, train_set), (val_rows, val_set), (target_rows, target_set) = parts
     method = build_method(cfg, source_domains(protocol)).to(device)
-    cfg = replace(cfg, per_class=cfg.per_class or method.config.per_class)
+    cfg = resolved(cfg, method)
     torch.manual_seed(cfg.seed * 1000 + rank)  # the same weights everywhere, other random draws per process
     sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class * method.batch_chunks,
                                    seed=cfg.seed, rank=rank, world=world,
@@ -202,6 +231,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
             reclusters = method.pseudo_domains and state["batch"] in (0, len(sampler))
             trim_metrics(out, state["step"], drop_domains_row=reclusters)
     elif lead:  # a fresh start: rows of an attempt killed before its first checkpoint are dropped
+        out.mkdir(parents=True, exist_ok=True)  # only now: a refused command leaves no empty folder
         for name in ("metrics.jsonl", "metrics.csv"):
             (out / name).unlink(missing_ok=True)
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
@@ -215,6 +245,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
                                       "code": code_version(), "packages": package_versions(),
                                       "device": torch.cuda.get_device_name(device) if device.type == "cuda"
                                       else "cpu"})
+    barrier(world)
     if world > 1:
         method.distribute([device.index] if device.type == "cuda" else None)
     bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", desc=f"{cfg.method} {protocol.name}",
@@ -234,7 +265,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
             batch = prepare(cfg, device, batch)
             if clip_batches is not None:
                 batch["clip"] = prepare(cfg, device, next(clip_batches))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with autocast(cfg, device):
                 try:
                     losses = method.update(batch)
                 except NonFiniteLoss as err:  # raised in every process alike
@@ -258,7 +289,13 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     bar.close()
     if not lead:
         return None
-    return final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set)
+    return final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set, val_rows)
+
+
+def resolved(cfg: RunConfig, method) -> RunConfig:
+    """``cfg`` with the method's defaults filled in: its paper's batch and input size."""
+    return replace(cfg, per_class=cfg.per_class or method.config.per_class,
+                   input_size=method.input_size if cfg.input_size is None else cfg.input_size)
 
 
 def progress_note(losses: dict, state: dict) -> dict:
@@ -336,7 +373,7 @@ def assign_pseudo_domains(method, cfg, device, state, train_set: ShardDataset, o
     if out is not None:
         features = []
         method.eval()
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.no_grad(), autocast(cfg, device):
             for batch in in_order(train_set):
                 features.append(method.domain_features(prepare(cfg, device, batch), state["epoch"]).float().cpu())
         previous = None if state["domains"] is None else np.asarray(state["domains"])
@@ -359,13 +396,28 @@ def selection_name(cfg: RunConfig) -> str:
             else "source validation (subjects held out of the source domains)")
 
 
+def selection_scores(method, cfg, device, val_set, val_rows, target_set, target_rows) -> pd.DataFrame:
+    """The frame scores model selection looks at: source validation, or the target in ORACLE mode."""
+    if cfg.select_on_target:
+        return frame_table(target_rows, score(method, target_set, cfg, device))
+    return frame_table(val_rows, score(method, val_set, cfg, device))
+
+
+def thresholds(frames: pd.DataFrame) -> dict:
+    """EER, AUC and EER threshold of frame scores, and the EER and threshold of their video-level scores
+    (mean per video): each level's deployable threshold comes from that level's validation scores."""
+    labels = frames["label"].to_numpy()
+    rate, threshold = eer(frames["score"].to_numpy(), labels)
+    videos = video_level(frames)
+    video_rate, video_threshold = eer(videos["score"].to_numpy(), videos["label"].to_numpy())
+    return {"eer": rate, "auc": auc(frames["score"].to_numpy(), labels), "threshold": threshold,
+            "video_eer": video_rate, "video_threshold": video_threshold}
+
+
 def evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_set, target_rows, out):
-    rows, scores_ = (target_rows, score(method, target_set, cfg, device)) if cfg.select_on_target else \
-        (val_rows, score(method, val_set, cfg, device))
-    labels = (rows["label"] == "live").astype(int).to_numpy()
-    rate, threshold = eer(scores_, labels)
+    frames = selection_scores(method, cfg, device, val_set, val_rows, target_set, target_rows)
     entry = {"step": state["step"], "kind": "select_on_target" if cfg.select_on_target else "validation",
-             "eer": rate, "auc": auc(scores_, labels), "threshold": threshold}
+             **thresholds(frames)}
     log(out, entry)
     best = state["best"]
     if best is None or (entry["eer"], -entry["auc"]) < (best["eer"], -best["auc"]):
@@ -374,13 +426,16 @@ def evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_se
             torch.save(method.state_dict(), tmp)
 
 
-def final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set) -> dict:
+def final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set, val_rows) -> dict:
     method.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True))
+    best = state["best"]
+    if "video_threshold" not in best:  # checkpoints written before video-level thresholds were kept
+        best = {**best, **thresholds(selection_scores(method, cfg, device, val_set, val_rows, target_set,
+                                                      target_rows))}
     frames = frame_table(target_rows, score(method, target_set, cfg, device))
     with atomic_path(out / "scores.csv") as tmp:
         frames.to_csv(tmp, index=False)
-    threshold = state["best"]["threshold"]
-    metrics = report(frames, source_threshold=threshold)
+    metrics = report(frames, source_threshold=best["threshold"], video_source_threshold=best["video_threshold"])
     if method.clip_length:  # the video branch scores whole videos; its threshold comes from source videos
         val_videos = video_scores(method, val_set, cfg, device)
         videos = video_scores(method, target_set, cfg, device)
@@ -389,8 +444,10 @@ def final_report(cfg, device, method, state, target_set, target_rows, out, proto
         branch_threshold = eer(val_videos["score"].to_numpy(), val_videos["label"].to_numpy())[1]
         metrics["video_branch"] = level_metrics(videos, branch_threshold)
     result = {"protocol": protocol.name, "variant": protocol.variant, "method": cfg.method,
-              "selection": selection_name(cfg), "best_step": state["best"]["step"],
-              "deployable_threshold": threshold, "metrics": metrics}
+              "selection": selection_name(cfg), "best_step": best["step"],
+              "deployable_threshold": best["threshold"], "deployable_video_threshold": best["video_threshold"],
+              "provenance": method.provenance, "precision": "bf16" if use_bf16(cfg, device) else "fp32",
+              "metrics": metrics}
     write_json(out / "report.json", result)
     plot_roc(frames, out / "roc.png", f"{cfg.method} {protocol.name} ({protocol.variant})")
     return result
@@ -404,11 +461,11 @@ def video_scores(method, dataset: ShardDataset, cfg: RunConfig, device: torch.de
         frames = clips.videos[number]
         batch = dataset.__getitems__(frames)
         image = prepare(cfg, device, batch)["image"]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(cfg, device):
             value = float(method.predict_video(image[None]).float().cpu()[0])
         first = dataset.samples.iloc[frames[0]]
         rows.append({"video_id": video_id, "label": int(first["label"] == "live"), "attack": first["attack"],
-                     "score": value, "frames": len(frames)})
+                     "attack_detail": first["attack_detail"], "score": value, "frames": len(frames)})
     return pd.DataFrame(rows)
 
 
@@ -522,10 +579,11 @@ def evaluate_run(out: Path) -> dict:
         raise ValueError(f"{out}: {changed[0]}; the target would be scored on other data (rebuilt cache?)")
     device = resolve_device(cfg.device)
     _, protocol, _, parts = run_data(cfg)
-    (_, _), (_, val_set), (target_rows, target_set) = parts
+    (_, _), (val_rows, val_set), (target_rows, target_set) = parts
     method = build_method(cfg, source_domains(protocol)).to(device)
+    cfg = resolved(cfg, method)
     state = load_checkpoint(out / "checkpoint.pt", method, per_epoch=1)  # evaluation ignores the position
-    return final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set)
+    return final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set, val_rows)
 
 
 def source_domains(protocol) -> list:

@@ -1,4 +1,5 @@
-"""Input channels of a face crop, each uint8 C x H x W: RGB, HSV (OpenCV: H in 0-179) and colour LBP
+"""Input channels of a face crop, each uint8 C x H x W: RGB, HSV (Pillow's, H in 0-255, as RFM's code
+makes it; or OpenCV's, H in 0-179) and colour LBP
 (scikit-image's ``local_binary_pattern(P=8, R=1, method="default")`` per RGB channel, the 8-bit code map kept
 spatially).
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from PIL import Image
 
 P, R = 8, 1.0
 _ANGLES = 2 * np.pi * np.arange(P, dtype=np.float64) / P
@@ -17,9 +19,14 @@ _ROW_OFFSETS = np.round(-R * np.sin(_ANGLES), 5)
 _COL_OFFSETS = np.round(R * np.cos(_ANGLES), 5)
 
 
-def hsv(rgb: np.ndarray) -> np.ndarray:
-    """H x W x 3 RGB uint8 -> 3 x H x W HSV uint8."""
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).transpose(2, 0, 1).copy()
+def hsv(rgb: np.ndarray, convention: str = "pil") -> np.ndarray:
+    """H x W x 3 RGB uint8 -> 3 x H x W HSV uint8: ``pil`` (Pillow's ``convert("HSV")``, hue 0-255, the
+    authors' input) or ``opencv`` (``COLOR_RGB2HSV``, hue 0-179)."""
+    if convention == "pil":
+        return np.asarray(Image.fromarray(np.ascontiguousarray(rgb), "RGB").convert("HSV")).transpose(2, 0, 1).copy()
+    if convention == "opencv":
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).transpose(2, 0, 1).copy()
+    raise ValueError(f"unknown HSV convention {convention!r}: use pil or opencv")
 
 
 def lbp(gray: np.ndarray) -> np.ndarray:
@@ -60,6 +67,6 @@ def color_lbp(rgb: np.ndarray) -> np.ndarray:
     return np.stack([lbp(rgb[..., c]) for c in range(3)])
 
 
-def channels(rgb: np.ndarray) -> dict[str, np.ndarray]:
+def channels(rgb: np.ndarray, hsv_convention: str = "pil") -> dict[str, np.ndarray]:
     """All channels of a face crop."""
-    return {"rgb": rgb.transpose(2, 0, 1).copy(), "hsv": hsv(rgb), "lbp": color_lbp(rgb)}
+    return {"rgb": rgb.transpose(2, 0, 1).copy(), "hsv": hsv(rgb, hsv_convention), "lbp": color_lbp(rgb)}

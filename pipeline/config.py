@@ -37,7 +37,10 @@ class FrameConfig:
 class FaceConfig:
     """MTCNN detection and cropping. ``crop``: ``aligned`` (similarity transform of the five landmarks to a
     template, with ``padding`` around the face as in the public code's 0.37) or ``box`` (square box crop
-    enlarged by ``padding`` on each side)."""
+    enlarged by ``padding`` on each side). ``template``: ``public`` (the public code's mean face, black outside
+    the frame) or ``compact`` (this project's first template, edges replicated); see pipeline.faces.
+    ``hsv``: ``pil`` (Pillow's conversion, H in 0-255, as RFM's code makes its HSV input) or ``opencv``
+    (H in 0-179)."""
 
     min_face_size: int = 40
     thresholds: tuple = (0.6, 0.7, 0.7)
@@ -47,10 +50,16 @@ class FaceConfig:
     size: int = 256
     padding: float = 0.37
     max_side: int = 640  # frames are downscaled so that their longer side is at most this for detection
+    template: str = "public"
+    hsv: str = "pil"
 
     def __post_init__(self):
         if self.crop not in ("aligned", "box"):
             raise ValueError(f"face.crop must be aligned or box, not {self.crop!r}")
+        if self.template not in ("public", "compact"):
+            raise ValueError(f"face.template must be public or compact, not {self.template!r}")
+        if self.hsv not in ("pil", "opencv"):
+            raise ValueError(f"face.hsv must be pil or opencv, not {self.hsv!r}")
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,8 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
         if isinstance(estimate, str):
             rejects.append((index, estimate))
             continue
-        for name, array in channels(crop_face(frame, matrix, size)).items():
+        crop = crop_face(frame, matrix, size, config.face.template)
+        for name, array in channels(crop, config.face.hsv).items():
             kept[name].append(array)
         kept["depth"].append((estimate if live else blank)[None])
         if store_estimate:

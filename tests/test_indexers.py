@@ -35,7 +35,10 @@ def test_casia_full_copy(tmp_path):
     by_path = table.set_index("relpath")
     assert by_path.loc["train_release/3/HR_1.avi", ["label", "camera"]].tolist() == ["live", "high_quality"]
     assert by_path.loc["train_release/3/5.avi", ["attack", "attack_detail"]].tolist() == ["print", "cut_photo"]
-    assert by_path.loc["test_release/7/8.avi", ["attack", "camera"]].tolist() == ["replay", "normal_quality"]
+    # capture quality as Idiap's bob.db.casia_fasd gives it: 1 3 5 7 normal, 2 4 6 8 low
+    assert by_path.loc["test_release/7/8.avi", ["attack", "camera"]].tolist() == ["replay", "low_quality"]
+    assert by_path.loc["test_release/7/7.avi", "camera"] == "normal_quality"
+    assert by_path.loc["train_release/2/1.avi", "camera"] == "normal_quality"
     # train subject 1 and test subject 1 are different people
     assert by_path.loc["train_release/1/1.avi", "subject"] != by_path.loc["test_release/1/1.avi", "subject"]
     assert table["subject"].nunique() == 50

@@ -7,9 +7,10 @@ import pytest
 import torch
 import torchvision
 
-from fas_train.losses import enhancement_entropy, gaussian_mmd, reverse_gradient
+from fas_train.losses import binary_enhancement_entropy, enhancement_entropy, gaussian_mmd, reverse_gradient
 from fas_train.models.backbones import find_weights, resnet
-from fas_train.pseudo_domains import agreement, cluster_by_class, cluster_pca, instance_statistics, match_labels
+from fas_train.pseudo_domains import (agreement, cluster_by_class, cluster_joint, cluster_pca, instance_statistics,
+                                      match_labels)
 
 
 def test_gradient_reversal_flips_and_scales_the_gradient_exactly():
@@ -21,14 +22,18 @@ def test_gradient_reversal_flips_and_scales_the_gradient_exactly():
     assert torch.equal(x.grad, -0.2 * upstream)
 
 
-def test_entropy_loss_is_smallest_at_one_half():
-    logits = torch.linspace(-6, 6, 241)
-    values = torch.stack([enhancement_entropy(v.reshape(1)) for v in logits])
-    assert logits[values.argmin()].abs() < 1e-6
-    assert values.min() == pytest.approx(-np.log(2), abs=1e-6)
-    p = torch.tensor([0.3])
-    expected = p * p.log() + (1 - p) * (1 - p).log()
-    assert enhancement_entropy(torch.logit(p)) == pytest.approx(float(expected), abs=1e-6)
+def test_entropy_losses_follow_eq7_and_the_two_sided_form():
+    logits = torch.linspace(-6, 6, 2401)
+    paper = torch.stack([enhancement_entropy(v.reshape(1)) for v in logits])
+    binary = torch.stack([binary_enhancement_entropy(v.reshape(1)) for v in logits])
+    # Eq. 7 as written, P log P, is smallest at P = 1/e (value -1/e); the two-sided form at P = 1/2 (-log 2)
+    assert torch.sigmoid(logits[paper.argmin()]) == pytest.approx(np.exp(-1), abs=2e-3)
+    assert paper.min() == pytest.approx(-np.exp(-1), abs=1e-6)
+    assert logits[binary.argmin()].abs() < 1e-6 and binary.min() == pytest.approx(-np.log(2), abs=1e-6)
+    p = torch.tensor([0.3, 0.9])  # hand-computed means
+    assert enhancement_entropy(torch.logit(p)) == pytest.approx(float((p * p.log()).mean()), abs=1e-6)
+    expected = (p * p.log() + (1 - p) * (1 - p).log()).mean()
+    assert binary_enhancement_entropy(torch.logit(p)) == pytest.approx(float(expected), abs=1e-6)
 
 
 def test_mmd_is_near_zero_for_one_distribution_and_grows_with_a_shift():
@@ -67,13 +72,22 @@ def test_pca_and_clustering_recover_planted_groups(method):
     assert np.array_equal(again, labels)  # matched to the previous epoch's names
 
 
-def test_clustering_by_class_pairs_live_and_spoof_clusters():
+def test_first_clustering_is_joint_and_later_ones_follow_the_previous_epoch_per_class():
     features, groups = planted(dims=12)
     labels = np.tile([1, 0], len(groups) // 2)  # both classes in every planted group
-    assigned = cluster_by_class(features, labels, 3, seed=0)
-    assert agreement(assigned, groups) > 0.99  # the live and spoof halves of a group share one pseudo-domain
-    for d in range(3):
-        assert set(labels[assigned == d]) == {0, 1}
+    joint = cluster_joint(features, 3, seed=0)
+    assert agreement(joint, groups) > 0.99
+    # live and spoof samples of one group sit far apart (another offset per class): clustering per class
+    # then pairing live and spoof clusters by centre distance would be arbitrary; the previous epoch decides
+    shifted = features + np.where(labels[:, None] == 1, 0.0, 40.0) * np.eye(12)[0]
+    previous = np.array([2, 0, 1])[groups]  # last epoch's names for the planted groups
+    assigned = cluster_by_class(shifted, labels, 3, seed=0, previous=previous)
+    assert np.array_equal(assigned, previous)  # each class's clusters keep the previous names
+    noisy = previous.copy()
+    noisy[:5] = (noisy[:5] + 1) % 3  # a few samples moved last epoch: the majority still decides the names
+    assert np.array_equal(cluster_by_class(shifted, labels, 3, seed=1, previous=noisy), previous)
+    with pytest.raises(ValueError, match="cannot form 3 pseudo-domains"):
+        cluster_by_class(shifted[:6], np.array([1, 1, 0, 0, 0, 0]), 3, seed=0, previous=previous[:6])
 
 
 def test_instance_statistics_are_channel_means_and_stds():
@@ -83,11 +97,16 @@ def test_instance_statistics_are_channel_means_and_stds():
     assert torch.allclose(stats[:, 3:], x.std((2, 3), unbiased=False), atol=1e-4)
 
 
-def test_imagenet_weights_load_from_a_local_file_and_otherwise_say_so(tmp_path, monkeypatch):
+def test_imagenet_weights_load_from_a_local_file_and_are_never_silently_random(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
     monkeypatch.delenv("FAS_WEIGHTS_DIR", raising=False)
-    model, source = resnet("resnet18", "auto")
-    assert find_weights("resnet18") is None and source.startswith("random")
+    with pytest.raises(FileNotFoundError) as missing:
+        resnet("resnet18", "auto")
+    searched = str(tmp_path / "hub" / "hub" / "checkpoints")  # $TORCH_HOME/hub/checkpoints
+    assert "resnet18-*.pth" in str(missing.value) and searched in str(missing.value)
+    assert "pretrained=none" in str(missing.value)
+    model, source = resnet("resnet18", "none")
+    assert find_weights("resnet18") is None and source.startswith("random") and "asked for" in source
     torch.manual_seed(1)
     reference = torchvision.models.resnet18(weights=None)  # weights we made, in torchvision's file name
     folder = tmp_path / "weights"
@@ -103,17 +122,62 @@ def test_imagenet_weights_load_from_a_local_file_and_otherwise_say_so(tmp_path, 
         resnet("resnet18", str(folder / "missing.pth"))
 
 
-def test_d2am_first_epoch_uses_local_imagenet_weights_when_present(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["d2am", "ccdd", "metapattern"])
+def test_methods_with_imagenet_parts_stop_without_weights_unless_asked(name, tmp_path, monkeypatch):
+    from fas_train.methods import METHODS
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.delenv("FAS_WEIGHTS_DIR", raising=False)
+    cls, config_cls = METHODS[name]
+    with pytest.raises(FileNotFoundError, match="ImageNet weights for resnet"):
+        cls.create(config_cls(), "small", [0, 1, 2], seed=0)
+    explicit = {"d2am": {"first_epoch": "style"}}.get(name, {"pretrained": "none"})
+    method = cls.create(config_cls(**explicit), "small", [0, 1, 2], seed=0)
+    assert any("asked for" in str(v) for v in method.provenance.values()), method.provenance
+
+
+def test_d2am_domain_channels_are_one_set_for_the_whole_pass():
+    from fas_train.methods.d2am import select_domain_channels
+    # one DRLM with C = 4 channels; [mean | std | attention] per row; attention rankings differ per row
+    mean = np.array([[1.0, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]])
+    std = mean / 10
+    attention = np.array([[0.1, 0.2, 0.9, 0.8],  # row 0 alone would pick channels 0, 1
+                          [0.9, 0.1, 0.8, 0.2],  # row 1 alone: channels 1, 3
+                          [0.3, 0.9, 0.1, 0.2]])  # row 2 alone: channels 2, 3
+    features = np.concatenate([mean, std, attention], 1)
+    picked = select_domain_channels(features, [4], select=True)
+    # mean attention: 0.433, 0.4, 0.6, 0.4 -> channels 1 and 3 for every row
+    assert np.array_equal(picked, np.concatenate([mean[:, [1, 3]], std[:, [1, 3]]], 1))
+    assert np.array_equal(select_domain_channels(features, [4], select=False), np.concatenate([mean, std], 1))
+    assert np.array_equal(select_domain_channels(features[[2, 0, 1]], [4], select=True), picked[[2, 0, 1]])
+    with pytest.raises(ValueError, match="expected 24"):
+        select_domain_channels(features, [4, 4], select=True)
+
+
+def test_d2am_first_epoch_uses_local_imagenet_weights_and_later_ones_one_channel_set(tmp_path, monkeypatch):
     from fas_train.methods import D2AM, D2AMConfig
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
     monkeypatch.setenv("FAS_WEIGHTS_DIR", str(tmp_path))
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet18-f37072fd.pth")
     method = D2AM.create(D2AMConfig(first_epoch_backbone="resnet18"), "small", [0, 1, 2], seed=0)
     assert method.domain_source(0) == f"resnet18 imagenet: {tmp_path / 'resnet18-f37072fd.pth'}"
-    x = {"image": torch.rand(4, 6, 64, 64)}
+    x = torch.rand(6, 6, 64, 64)
+    x[3:] = x[3:] ** 4
+    method.eval()
     with torch.no_grad():
-        first = method.domain_features(x, epoch=0)
-        later = method.domain_features(x, epoch=1)
-    assert first.shape == (4, 2 * (64 + 128 + 256 + 512))  # mean and std of the four ResNet stages
-    assert later.shape == (4, 3 * 2 * 16)  # the lowest-attention half of 32 channels, three DRLMs
+        first = method.domain_features({"image": x}, epoch=0)
+        later = method.domain_features({"image": x}, epoch=1).numpy()
+        parts = method.feature(x)[2]
+    assert first.shape == (6, 2 * (64 + 128 + 256 + 512))  # mean and std of the four ResNet stages
+    selected = method.clustering_features(later)
+    assert selected.shape == (6, 3 * 2 * 16)  # the lowest-attention half of 32 channels, three DRLMs
+    columns = []
+    for f_minus, a in parts:  # one channel set for every sample: the lowest mean attention over the pass
+        chosen = torch.from_numpy(np.sort(np.argsort(a.numpy().mean(0), kind="stable")[:16]))
+        stats = instance_statistics(f_minus)
+        columns += [stats[:, chosen], stats[:, 32 + chosen]]
+    assert np.allclose(selected, torch.cat(columns, 1).numpy(), atol=1e-6)
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        permuted = method.clustering_features(method.domain_features({"image": x[order]}, epoch=1).numpy())
+    assert np.allclose(permuted, selected[order.numpy()], atol=1e-6)  # rows move, columns keep their channels
     assert "_imagenet" not in dict(method.named_modules()) and not any("resnet" in k for k in method.state_dict())

@@ -46,7 +46,7 @@ def toy_batch(seed=1):
     return {"image": image, "label": labels, "domain": domains, "depth": depth}
 
 
-def by_hand(method, batch, train_domains, test_domain, second_order=True):
+def by_hand(method, batch, train_domains, test_domain, second_order=True, depth_weight=10):
     """RFM's objective written out: the meta learner's forward by hand, the inner step unrolled."""
     W1, b1, W2, b2 = (method.meta.hidden.weight, method.meta.hidden.bias, method.meta.out.weight, method.meta.out.bias)
 
@@ -68,9 +68,9 @@ def by_hand(method, batch, train_domains, test_domain, second_order=True):
         inner_grads.append(grads)
         used = grads if second_order else [g.detach() for g in grads]
         fast_weights.append([p - ALPHA * g for p, g in zip((W1, b1, W2, b2), used)])
-        total = total + cls + 10 * F.mse_loss(depth(h), target[d == dom])
+        total = total + cls + depth_weight * F.mse_loss(depth(h), target[d == dom])
     h = feature(x[d == test_domain])
-    total = total + 10 * F.mse_loss(depth(h), target[d == test_domain])
+    total = total + depth_weight * F.mse_loss(depth(h), target[d == test_domain])
     test_losses = [F.binary_cross_entropy_with_logits(meta(h, *fast), y[d == test_domain]) for fast in fast_weights]
     return total + sum(test_losses), inner_grads, fast_weights, test_losses
 
@@ -90,7 +90,7 @@ def test_meta_gradient_equals_the_unrolled_objective():
 def test_first_order_differs_exactly_by_the_second_order_term():
     method, batch = tiny_rfm(), toy_batch()
     full = gradient(method.objective(batch, [[0], [1]], 2)["total"], method)
-    first_order = tiny_rfm(second_order=False)
+    first_order = tiny_rfm(meta_gradient="first-order")
     first_order.load_state_dict(method.state_dict())
     fo = gradient(first_order.objective(batch, [[0], [1]], 2)["total"], first_order)
     # the dropped term: -alpha * sum_i J_i^T v_i, J_i the Jacobian of inner gradient i w.r.t. every parameter and
@@ -104,6 +104,31 @@ def test_first_order_differs_exactly_by_the_second_order_term():
         torch.autograd.grad(dots, list(method.parameters()), allow_unused=True), method.parameters())])
     assert term.abs().max() > 1e-4  # the term is not negligible here
     assert torch.allclose(full - fo, term, rtol=1e-8, atol=1e-12)
+
+
+def test_first_order_is_reptiles_approximation_for_the_meta_learner():
+    """The paper's "Ours (First-order)" uses Reptile's approximation: for each meta-train domain i, the meta
+    learner moves along (theta - theta~_i) / alpha, theta~_i = theta after an SGD step on T_i, then one on T."""
+    method, batch = tiny_rfm(meta_gradient="first-order"), toy_batch()
+    x, y, d = batch["image"], batch["label"].double(), batch["domain"]
+    meta_params = list(method.meta.parameters())
+    ours = torch.autograd.grad(method.objective(batch, [[0], [1]], 2)["total"], meta_params)
+    with torch.no_grad():
+        h = {dom: method.feature(x[d == dom])[1] for dom in range(3)}
+    direction = [torch.zeros_like(p) for p in meta_params]
+    for dom in (0, 1):
+        fast = [p.detach().clone().requires_grad_() for p in meta_params]
+        for step_on in (dom, 2):  # SGD on the meta-train domain, then on the meta-test domain
+            logit = torch.func.functional_call(method.meta, dict(zip(dict(method.meta.named_parameters()), fast)),
+                                               (h[step_on],))
+            grads = torch.autograd.grad(F.binary_cross_entropy_with_logits(logit, y[d == step_on]), fast)
+            fast = [(p - ALPHA * g).detach().requires_grad_() for p, g in zip(fast, grads)]
+        direction = [acc + (p.detach() - f.detach()) / ALPHA for acc, p, f in zip(direction, meta_params, fast)]
+    for got, want in zip(ours, direction):
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+    second = tiny_rfm()
+    full = torch.autograd.grad(second.objective(batch, [[0], [1]], 2)["total"], list(second.meta.parameters()))
+    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(full, direction))  # second order differs
 
 
 def test_ablations_change_the_objective_as_described():

@@ -9,13 +9,14 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from scipy.spatial import Delaunay
 
 from pipeline.channels import channels, color_lbp
 from pipeline.config import FaceConfig, FrameConfig
 from pipeline.depth import (DEPTH_WEIGHTS, FAN_WEIGHTS, FACE_EDGE, generic_depth, landmark_depth, render_depth,
                             resolve_backend, weights_dir)
-from pipeline.faces import FaceDetector, crop_face, crop_matrix, template, transform_points
+from pipeline.faces import Detection, FaceDetector, crop_face, crop_matrix, template, transform_points
 from pipeline.frames import VideoError, read_frames, select_indices
 
 
@@ -73,6 +74,27 @@ def test_mtcnn_aligned_crop_puts_landmarks_on_the_template(corpus):
     box = crop_matrix(detections[0], FaceConfig(crop="box", size=64, padding=0.1))
     x1, y1, x2, y2 = detections[0].box
     assert np.allclose(transform_points(np.array([[(x1 + x2) / 2, (y1 + y2) / 2]]), box), 32)
+
+
+def test_aligned_chip_uses_the_public_mean_face_and_black_outside_the_frame():
+    mean_x = np.array([0.224152, 0.75610125, 0.490127, 0.254149, 0.726104])
+    mean_y = np.array([0.2119465, 0.2119465, 0.628106, 0.780233, 0.780233])
+    expected = np.column_stack([(0.37 + mean_x) / 1.74 * 256, (0.37 + mean_y) / 1.74 * 256])
+    assert np.allclose(template(256, 0.37), expected)
+    # a face at the frame's left edge: its five landmarks land on those chip positions, the rest is black
+    rng = np.random.default_rng(0)
+    frame = rng.integers(1, 256, (240, 320, 3), dtype=np.uint8)
+    landmarks = expected * 0.5 + np.array([-20.0, 40.0])  # a half-size copy of the chip's points, partly outside
+    detection = Detection(np.array([0, 40, 100, 170.0]), landmarks, 0.99)
+    matrix = crop_matrix(detection, FaceConfig())
+    assert np.allclose(transform_points(landmarks, matrix), expected, atol=1e-6)
+    chip = crop_face(frame, matrix, 256)
+    assert (chip[:, :30] == 0).all() and (chip[100:150, 120:200] > 0).all()  # x < 0 of the frame is black
+    eyes = template(256, 0.37)[1, 0] - template(256, 0.37)[0, 0]
+    compact = template(256, 0.37, "compact")
+    assert eyes / (compact[1, 0] - compact[0, 0]) == pytest.approx(0.53204 / 0.40, rel=1e-3)  # faces ~25% smaller
+    edges = crop_face(frame, crop_matrix(detection, FaceConfig(template="compact")), 256, "compact")
+    assert (edges > 0).all()  # compact: edge pixels replicated
 
 
 def test_depth_of_a_tilted_plane_is_a_linear_ramp():
@@ -169,7 +191,13 @@ def test_channels():
     out = channels(rgb)
     assert {k: v.shape for k, v in out.items()} == {"rgb": (3, 16, 16), "hsv": (3, 16, 16), "lbp": (3, 16, 16)}
     assert all(v.dtype == np.uint8 for v in out.values())
-    assert np.array_equal(out["hsv"][:, 3, 4], cv2.cvtColor(rgb[3:4, 4:5], cv2.COLOR_RGB2HSV)[0, 0])
+    # the default HSV is Pillow's (RFM's code), hue 0-255; OpenCV's (hue 0-179) on request
+    assert np.array_equal(out["hsv"].transpose(1, 2, 0), np.asarray(Image.fromarray(rgb).convert("HSV")))
+    opencv = channels(rgb, "opencv")["hsv"]
+    assert np.array_equal(opencv[:, 3, 4], cv2.cvtColor(rgb[3:4, 4:5], cv2.COLOR_RGB2HSV)[0, 0])
+    blue = np.zeros((1, 1, 3), np.uint8)
+    blue[..., 2] = 255
+    assert channels(blue)["hsv"][0, 0, 0] == 170 and channels(blue, "opencv")["hsv"][0, 0, 0] == 120  # 240 degrees
     flat = np.full((8, 8, 3), 77, np.uint8)
     assert (color_lbp(flat)[:, 1:-1, 1:-1] == 255).all()  # every neighbour >= centre (inside; outside is 0)
     peak = flat.copy()

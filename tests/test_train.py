@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from importlib import metadata
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -124,3 +126,28 @@ def test_a_checkpoint_of_the_first_format_resumes_the_same(train_build, tmp_path
     run(config(train_build, tmp_path / "old", 5))
     straight, resumed = train_rows(tmp_path / "straight"), train_rows(tmp_path / "old")
     assert all(resumed[s]["total"] == pytest.approx(straight[s]["total"], rel=1e-6) for s in range(1, 6))
+
+
+def test_refused_commands_leave_no_run_folder(train_build, tmp_path):
+    base = [sys.executable, "-m", "fas_train", "train", "--method", "ccdd", "--build", str(train_build),
+            "--protocol", PROTOCOL, "--steps", "1", "--network", "small", "--device", "cpu"]
+    cases = {"zero": (["--per-class", "0"], "--per-class 0: must be at least 1"),
+             "option": (["--option", "no_such=1"], "option 'no_such=1'"),
+             "weights": ([], "ImageNet weights for resnet18 not found")}
+    for name, (extra, message) in cases.items():
+        done = subprocess.run(base + ["--out", str(tmp_path / name)] + extra, capture_output=True, text=True,
+                              env={**os.environ, "TORCH_HOME": str(tmp_path / "hub"),
+                                   "FAS_WEIGHTS_DIR": ""}, timeout=300)
+        assert done.returncode == 2 and message in done.stderr, (name, done.stderr[-500:])
+        assert not (tmp_path / name).exists(), name
+
+
+def test_bf16_and_channels_last_run_on_the_cpu_with_float32_scores(train_build, tmp_path):
+    out = tmp_path / "bf16"
+    result = run(config(train_build, out, 2, precision="bf16", channels_last="on"))
+    assert result["precision"] == "bf16"
+    scores = pd.read_csv(out / "scores.csv")["score"]
+    assert scores.nunique() > len(scores) // 2  # float32 scores: bf16 ones would collapse onto a few values
+    assert (scores.to_numpy() != torch.tensor(scores.to_numpy()).bfloat16().double().numpy()).any()
+    assert result["deployable_video_threshold"] is not None
+    assert set(result["metrics"]["video"]) >= {"apcer_species", "apcer_worst", "apcer_family_worst"}

@@ -9,6 +9,8 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
+from ..models.precision import full_precision
+
 
 class NonFiniteLoss(FloatingPointError):
     """A loss became NaN or Inf (in any process); the step was not applied."""
@@ -62,6 +64,8 @@ class Method(nn.Module):
     single_class_domains = False
     clip_length = 0
     batch_chunks = 1
+    input_size = 0  # the paper's input side in pixels; 0: the stored crop size
+    provenance: dict = {}  # where pretrained parts came from (or that they were asked to start random)
 
     @staticmethod
     def channels(config) -> tuple:
@@ -125,7 +129,8 @@ class Method(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Live probability of each image."""
         self.eval()
-        return torch.sigmoid(self.meta(self.feature(x)[1]))
+        return torch.sigmoid(full_precision(self.meta(self.feature(x)[1])))
 
     def hparams(self) -> dict:
-        return asdict(self.config)
+        """The resolved config and the provenance of pretrained parts (recorded in run.json)."""
+        return {**asdict(self.config), **self.provenance}

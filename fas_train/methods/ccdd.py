@@ -12,21 +12,29 @@ discriminator behind its own reversal layer. The two branches are trained altern
 iteration (image step first). Video-level scores of the video branch come from the LSTM over all of a video's
 sampled frames (reported apart as ``video_branch``).
 
-Paper settings: ResNet-50 (``network=paper``; ResNet-18 with ``small``), 224 x 224 input (``--input-size
-224``), SGD lr 3e-4, momentum 0.9, weight decay 1e-5, 16 images per domain (8 live + 8 spoof), 2 clips per
-domain (1 + 1), lambda_IB = lambda_VB = 1. Choices where the paper is silent (its supplement is not public):
-discriminator width 1024 and dropout 0.5; losses are means over the batch, not sums; one BCE logit instead of
-a 2-way softmax (equivalent).
+Paper settings, all defaults: ResNet-50 (``network=paper``; ResNet-18 with ``small``) from ImageNet weights
+(required; ``pretrained=none`` trains from random weights on request), 224 x 224 input (the method's default
+``--input-size``), SGD lr 3e-4, momentum 0.9, weight decay 1e-5, 16 images per domain (8 live + 8 spoof), 2
+clips per domain (1 + 1), lambda_IB = lambda_VB = 1, and the energies of Eqs. 1-2 as written: **sums** over the
+examples (L_c over all of them, L_l over the live ones, L_s over the spoof ones), so the class and domain terms
+weigh alike. ``reduction=mean`` (means, live and spoof means added) is offered as a named departure; it
+doubles the domain term's weight relative to L_c and scales the step by 1/batch. Under DDP each process sums
+its slice and the sums are scaled by the number of processes, so the averaged gradient is the global sum's.
+
+Choices where the paper is silent (its supplement is not public): discriminator width 1024 and dropout 0.5;
+one BCE logit instead of a 2-way softmax (equivalent).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from torch import distributed as dist
 from torch.nn import functional as F
 
 from ..losses import reverse_gradient
 from ..models.ccdd_nets import BACKBONES, ClassConditionalDiscriminator, Encoder, VideoHead
+from ..models.precision import Float32Linear, full_precision
 from .base import Method
 
 
@@ -45,16 +53,21 @@ class CCDDConfig:
     clips_per_class: int = 1
     lstm_hidden: int = 256
     pretrained: str = "auto"
+    reduction: str = "sum"  # Eqs. 1-2; "mean" is a named departure
 
 
 class CCDD(Method):
     """The image branch."""
 
+    input_size = 224
+
     def __init__(self, config: CCDDConfig, network: str, domains: list, seed: int = 0):
         super().__init__()
+        if config.reduction not in ("sum", "mean"):
+            raise ValueError(f"unknown reduction {config.reduction!r}: use 'sum' (Eqs. 1-2) or 'mean'")
         self.config = config
         self.encoder = Encoder(BACKBONES[network], config.pretrained)
-        self.classifier = torch.nn.Linear(self.encoder.out_features, 1)
+        self.classifier = Float32Linear(self.encoder.out_features, 1)
         self.discriminator = ClassConditionalDiscriminator(self.encoder.out_features, len(domains),
                                                            config.discriminator_width, config.dropout)
         self.register_buffer("domain_codes", torch.tensor(sorted(domains)), persistent=False)
@@ -83,22 +96,34 @@ class CCDD(Method):
             raise ValueError(f"domains {torch.unique(domains).tolist()} are not all sources {self.domain_codes.tolist()}")
         return index
 
+    def reduce(self, losses: torch.Tensor) -> torch.Tensor:
+        """Per-example losses -> the configured reduction (a sum is scaled by the processes under DDP, whose
+        gradient average then gives the sum over the global batch)."""
+        if self.config.reduction == "mean":
+            return losses.mean()
+        return losses.sum() * (dist.get_world_size() if "_ddp" in self.__dict__ else 1)
+
     def adversarial(self, discriminator, features, labels, domains) -> torch.Tensor:
-        """The class-conditional domain losses (live head on live rows, spoof head on spoof rows), behind the GRL."""
+        """The class-conditional domain losses L_l (live head on live rows) + L_s (spoof head on spoof rows),
+        behind the GRL."""
         live = labels == 1
-        live_logits, spoof_logits = discriminator(reverse_gradient(features.float(), self.config.grl_factor), live)
+        live_logits, spoof_logits = discriminator(reverse_gradient(full_precision(features), self.config.grl_factor), live)
         target = self.domain_index(domains)
-        loss = features.new_zeros((), dtype=torch.float32)
+        loss = full_precision(features).new_zeros(())
         if live.any():
-            loss = loss + F.cross_entropy(live_logits, target[live])
+            loss = loss + self.reduce(F.cross_entropy(full_precision(live_logits), target[live], reduction="none"))
         if (~live).any():
-            loss = loss + F.cross_entropy(spoof_logits, target[~live])
+            loss = loss + self.reduce(F.cross_entropy(full_precision(spoof_logits), target[~live], reduction="none"))
         return loss
+
+    def classification(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """L_c: binary cross-entropy of the live logits, reduced as configured."""
+        return self.reduce(F.binary_cross_entropy_with_logits(full_precision(logits), labels.to(full_precision(logits).dtype), reduction="none"))
 
     def image_losses(self, batch: dict) -> dict:
         features = self.encoder(batch["image"])
         y = batch["label"]
-        cls = F.binary_cross_entropy_with_logits(self.classifier(features).squeeze(1).float(), y.float())
+        cls = self.classification(self.classifier(features).squeeze(1), y)
         domain = self.adversarial(self.discriminator, features, y, batch["domain"])
         return {"total": cls + self.config.image_weight * domain, "cls": cls, "domain": domain}
 
@@ -107,10 +132,7 @@ class CCDD(Method):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         self.eval()
-        return torch.sigmoid(self.classifier(self.encoder(x)).squeeze(1))
-
-    def hparams(self) -> dict:
-        return {**super().hparams(), **self.provenance}
+        return torch.sigmoid(full_precision(self.classifier(self.encoder(x)).squeeze(1)))
 
 
 class CCDDVideo(CCDD):
@@ -132,7 +154,7 @@ class CCDDVideo(CCDD):
     def video_losses(self, clip: dict) -> dict:
         logits, state = self.sequence(clip["image"])
         y = clip["label"]
-        cls = F.binary_cross_entropy_with_logits(logits.float(), y.float())
+        cls = self.classification(logits, y)
         domain = self.adversarial(self.video_discriminator, state, y, clip["domain"])
         return {"total": cls + self.config.video_weight * domain, "video_cls": cls, "video_domain": domain}
 
@@ -147,4 +169,4 @@ class CCDDVideo(CCDD):
     @torch.no_grad()
     def predict_video(self, frames: torch.Tensor) -> torch.Tensor:
         self.eval()
-        return torch.sigmoid(self.sequence(frames)[0])
+        return torch.sigmoid(full_precision(self.sequence(frames)[0]))

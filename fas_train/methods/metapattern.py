@@ -8,10 +8,13 @@ of the HFN's map against all ones (live) or all zeros (spoof). Test score S = (s
 
 ``variant``:
 - ``released`` (default): the authors' released loop, first-order and alternating: SGD with momentum 0.9,
-  Phi at lr 4e-3, Theta at lr 1e-3, 4 samples per (domain, class).
-- ``paper``: the paper's text, one learning rate alpha = 1e-3 for both (SGD, momentum 0.9); otherwise the
-  same algorithm (the paper's Eq. 7-8 are this first-order approximation).
-- ``end-to-end``: the ablation without Algorithm 1: Phi and Theta trained jointly on the whole batch.
+  Phi at lr 4e-3 on L, Theta at lr 1e-3 on L / 2 (the released code halves Theta's loss, (MSE + CE) / 2),
+  4 samples per (domain, class); the released pattern extractor ends with a batch norm before its sigmoid.
+- ``paper``: the paper's text: one learning rate alpha = 1e-3 for both (SGD, momentum 0.9), L = L_BCE + L_MSE
+  (Eq. 10) for both steps, the extractor of Fig. 3 (no batch norm after the second convolution); otherwise
+  the same algorithm (Eqs. 7-8 are this first-order approximation).
+- ``end-to-end``: the ablation without Algorithm 1: Phi and Theta trained jointly on the whole batch with the
+  paper's L and extractor.
 ``second_stream``:
 - ``mp`` (default): the learned meta pattern; ``lbp``: the shards' colour LBP map instead (no Phi, plain
   training of the HFN), the paper's "HFN + ColorLBP"; ``depth``: the paper's "HFN + Depth", the shards'
@@ -21,8 +24,9 @@ of the HFN's map against all ones (live) or all zeros (spoof). Test score S = (s
 
 Every step draws K + 1 mini-batches: the sampler delivers ``per_class x (K + 1)`` per (domain, class) and the
 method takes chunk k (k < K) of D_phi for the inner steps and chunk K of D_theta for Theta. The released
-pattern extractor ends with a batch norm before the sigmoid; the issue's and paper's layout (without it) is
-used here.
+pattern extractor ends with a batch norm before the sigmoid; the paper's layout (without it) is
+used by ``paper`` and ``end-to-end``, the released one by ``released``. The HFN's two ResNet streams start from
+ImageNet weights (required; ``pretrained=none`` starts them at random on request, and every output says so).
 """
 from __future__ import annotations
 
@@ -32,10 +36,12 @@ import torch
 from torch.nn import functional as F
 
 from ..models.metapattern_nets import HFN, STREAMS, PatternExtractor
+from ..models.precision import full_precision
 from .base import Method
 
 SECOND_STREAMS = {"mp": (), "lbp": ("lbp",), "depth": ("depth_estimate",)}  # -> the shard channels it reads
 LEARNING_RATES = {"released": (4e-3, 1e-3), "paper": (1e-3, 1e-3), "end-to-end": (1e-3, 1e-3)}
+THETA_LOSS_SCALE = {"released": 0.5, "paper": 1.0, "end-to-end": 1.0}  # the released code: (MSE + CE) / 2
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,8 @@ class MetaPattern(Method):
             raise ValueError(f"unknown second_stream {config.second_stream!r}; known: {sorted(SECOND_STREAMS)}")
         self.config = config
         self.hfn = HFN(STREAMS[network], config.pretrained)
-        self.pattern = PatternExtractor() if config.second_stream == "mp" else None
+        self.pattern = (PatternExtractor(final_norm=config.variant == "released")
+                        if config.second_stream == "mp" else None)
         phi_lr, theta_lr = LEARNING_RATES[config.variant]
         self.meta_learning = config.second_stream == "mp" and config.variant != "end-to-end"
         self.batch_chunks = config.inner_steps + 1 if self.meta_learning else 1
@@ -111,14 +118,15 @@ class MetaPattern(Method):
                 return self.pattern(image[:, :3])
         return self.pattern(image[:, :3])
 
-    def loss(self, batch: dict, frozen_phi: bool = False) -> dict:
-        """BCE + pixel-wise MSE against a map of ones (live) or zeros (spoof)."""
+    def loss(self, batch: dict, frozen_phi: bool = False, scale: float = 1.0) -> dict:
+        """``scale`` x (BCE + pixel-wise MSE against a map of ones (live) or zeros (spoof))."""
         image, y = batch["image"], batch["label"]
         logits, pixel_map = self.hfn(image[:, :3], self.second(image, frozen_phi))
-        bce = F.cross_entropy(logits.float(), y)
-        target = y.float()[:, None, None, None].expand_as(pixel_map)
-        mse = F.mse_loss(pixel_map.float(), target)
-        return {"total": bce + mse, "bce": bce, "mse": mse}
+        logits, pixel_map = full_precision(logits), full_precision(pixel_map)
+        bce = F.cross_entropy(logits, y)
+        target = y.to(pixel_map.dtype)[:, None, None, None].expand_as(pixel_map)
+        mse = F.mse_loss(pixel_map, target)
+        return {"total": scale * (bce + mse), "bce": bce, "mse": mse}
 
     def split_domains(self, domains: torch.Tensor) -> tuple[int, list[int]]:
         present = torch.unique(domains).tolist()
@@ -137,10 +145,12 @@ class MetaPattern(Method):
         return results
 
     def theta_step(self, batch: dict, others: list[int]) -> dict:
-        """One step on Theta with the (adapted) Phi frozen, on the last chunk of the other domains."""
+        """One step on Theta with the (adapted) Phi frozen, on the last chunk of the other domains (the released
+        variant halves this loss)."""
         rows = chunk_rows(batch, self.batch_chunks - 1, self.batch_chunks)
         rows = rows[torch.isin(batch["domain"][rows], batch["domain"].new_tensor(others))]
-        return self.optimize(self.loss, self.theta_optimizer, select(batch, rows), True)
+        return self.optimize(self.loss, self.theta_optimizer, select(batch, rows), True,
+                             THETA_LOSS_SCALE[self.config.variant])
 
     def update(self, batch: dict) -> dict:
         self.train()
@@ -155,7 +165,4 @@ class MetaPattern(Method):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         self.eval()
         logits, pixel_map = self.hfn(x[:, :3], self.second(x))
-        return (torch.softmax(logits.float(), 1)[:, 1] + pixel_map.float().mean((1, 2, 3))) / 2
-
-    def hparams(self) -> dict:
-        return {**super().hparams(), **self.provenance}
+        return (torch.softmax(full_precision(logits), 1)[:, 1] + full_precision(pixel_map).mean((1, 2, 3))) / 2

@@ -12,9 +12,15 @@ over all three networks (the weights of the authors' code: w_dep = 10, w_test = 
 The inner update keeps its graph (second-order) by default; the fast weights are used through
 ``torch.func.functional_call``, so the network is written once.
 
-Ablations (the paper's Table 5): ``first_order`` (the inner gradient is treated as a constant),
-``aggregated`` (one meta-train group of the N-1 domains and one meta-test domain), ``meta=False`` (no
-meta-learning: classification and depth on every domain), ``depth=False`` (no depth regularisation).
+Ablations: the paper's Table 3 rows ``meta_gradient=first-order`` ("Ours (First-order)": the inner gradient is
+treated as a constant) and ``aggregated=true`` ("Ours (Aggregation)": one meta-train group of the N-1 domains
+and one meta-test domain); its Fig. 5 components ``meta=false`` ("wo/meta": classification and depth on every
+domain) and ``depth=false`` ("wo/reg": no depth regularisation). The paper names its first-order row after
+Reptile's approximation. With one inner step, Reptile's meta-gradient for meta-train domain i is
+(theta - theta~_i) / alpha = grad L_cls(T_i; theta) + grad L_cls(T; theta'_i), theta~_i being theta after an SGD
+step on T_i and then one on T; that is exactly what the first and third terms give the meta learner when the
+inner gradient is a constant (first-order MAML) and w_test = 1 (tests/test_rfm.py checks the identity), so
+one option covers both names. MLDG and Reptile as separate baselines are not offered.
 
 Choices where the paper is silent: the feature extractor runs once per domain (batch-norm statistics per
 domain, as the authors' code does); batch-norm running statistics keep PyTorch's momentum (the code's
@@ -39,11 +45,14 @@ class RFMConfig:
     lr: float = 1e-3  # beta (Adam)
     depth_weight: float = 10.0
     test_weight: float = 1.0
-    second_order: bool = True
+    meta_gradient: str = "second-order"  # or "first-order" (first-order MAML, = Reptile's here; Table 3)
     aggregated: bool = False
     meta: bool = True
     depth: bool = True
     per_class: int = 10  # live and spoof samples per domain in a batch (the authors' code)
+
+
+META_GRADIENTS = ("second-order", "first-order")
 
 
 def depth_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -69,6 +78,8 @@ class RFM(Method):
     def __init__(self, feature: nn.Module, depth: nn.Module, meta: nn.Module, config: RFMConfig = RFMConfig(),
                  seed: int = 0):
         super().__init__()
+        if config.meta_gradient not in META_GRADIENTS:
+            raise ValueError(f"unknown meta_gradient {config.meta_gradient!r}; known: {list(META_GRADIENTS)}")
         self.feature, self.depth, self.meta, self.config = feature, depth, meta, config
         self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr, betas=(0.9, 0.999))
         self.seed = seed
@@ -89,6 +100,7 @@ class RFM(Method):
         x, target, domains = batch["image"], batch["depth"], batch["domain"]
         y = batch["label"].to(x.dtype)
         params = dict(self.meta.named_parameters())
+        second_order = cfg.meta_gradient == "second-order"
         zero = x.new_zeros(())
         cls_train, dep_train, adapted = zero, zero, []
         if not cfg.meta:  # ablation: plain joint training on every domain
@@ -101,9 +113,9 @@ class RFM(Method):
             if cfg.depth:
                 dep_train = dep_train + depth_loss(self.depth(for_depth), target[mask])
             if cfg.meta:
-                grads = torch.autograd.grad(loss, list(params.values()), create_graph=cfg.second_order,
+                grads = torch.autograd.grad(loss, list(params.values()), create_graph=second_order,
                                             retain_graph=True)
-                adapted.append({name: p - cfg.inner_lr * (g if cfg.second_order else g.detach())
+                adapted.append({name: p - cfg.inner_lr * (g if second_order else g.detach())
                                 for (name, p), g in zip(params.items(), grads)})
         cls_test, dep_test = zero, zero
         if cfg.meta:

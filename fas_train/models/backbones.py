@@ -1,6 +1,7 @@
 """ImageNet ResNets from torchvision, with their pretrained weights read from a local file or the torch hub
-cache when present. Nothing is downloaded: without local weights a network starts from random weights and
-says so (``source``), and every run records it."""
+cache. Nothing is downloaded, and nothing falls back silently: ``pretrained="auto"`` stops with the file names
+looked for and the folders searched when no weights are found; random weights are used only when asked for
+(``pretrained="none"``), and every run records and prints where its weights came from."""
 from __future__ import annotations
 
 import os
@@ -14,41 +15,55 @@ ARCHITECTURES = ("resnet18", "resnet34", "resnet50")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def find_weights(arch: str, weights_dir: str | Path | None = None) -> Path | None:
-    """A local ImageNet checkpoint of ``arch`` (torchvision's file name, ``<arch>-<hash>.pth``): first in
-    ``weights_dir`` or $FAS_WEIGHTS_DIR, then in the torch hub cache (``$TORCH_HOME/hub/checkpoints``)."""
+def weight_folders(weights_dir: str | Path | None = None) -> list[Path]:
+    """Where ImageNet checkpoints are looked for, in order: ``weights_dir``, $FAS_WEIGHTS_DIR, then the torch
+    hub cache (``$TORCH_HOME/hub/checkpoints``)."""
     folders = [Path(p) for p in (weights_dir, os.environ.get("FAS_WEIGHTS_DIR")) if p]
-    folders.append(Path(torch.hub.get_dir()) / "checkpoints")
-    for folder in folders:
+    return folders + [Path(torch.hub.get_dir()) / "checkpoints"]
+
+
+def find_weights(arch: str, weights_dir: str | Path | None = None) -> Path | None:
+    """A local ImageNet checkpoint of ``arch`` (torchvision's file name, ``<arch>-<hash>.pth``) in the first
+    of :func:`weight_folders` that has one."""
+    for folder in weight_folders(weights_dir):
         found = sorted(folder.glob(f"{arch}-*.pth")) if folder.is_dir() else []
         if found:
             return found[0]
     return None
 
 
+RANDOM = "random initialisation (pretrained=none, asked for)"
+
+
 def resnet(arch: str, pretrained: str = "auto") -> tuple[nn.Module, str]:
     """(torchvision ResNet without its classifier, where its weights came from). ``pretrained``: "auto" (local
-    weights if found, else random), "none" (random), or a checkpoint path (required to exist and fit)."""
+    ImageNet weights, required: a clear error when none are found), "none" (random weights, on request), or a
+    checkpoint path (required to exist and fit)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown backbone {arch!r}; known: {ARCHITECTURES}")
     model = getattr(torchvision.models, arch)(weights=None)
-    path = None
+    if pretrained == "none":
+        model.fc = nn.Identity()
+        return model, RANDOM
     if pretrained == "auto":
         path = find_weights(arch)
-    elif pretrained != "none":
+        if path is None:
+            searched = ", ".join(str(f) for f in weight_folders())
+            raise FileNotFoundError(
+                f"ImageNet weights for {arch} not found: looked for {arch}-*.pth (torchvision's file name) in "
+                f"{searched}. Put the file in one of them (or point $FAS_WEIGHTS_DIR at it), give its path with "
+                f"--option pretrained=PATH, or train from random weights on purpose with --option pretrained=none")
+    else:
         path = Path(pretrained)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: ImageNet weights for {arch} not found")
-    source = "random initialisation (no local ImageNet weights)"
-    if path is not None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(f"{path}: not {arch} ImageNet weights ({str(err).splitlines()[0]})") from None
-        source = f"imagenet: {path}"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: not {arch} ImageNet weights ({str(err).splitlines()[0]})") from None
     model.fc = nn.Identity()
-    return model, source
+    return model, f"imagenet: {path}"
 
 
 class ImageNetInput(nn.Module):

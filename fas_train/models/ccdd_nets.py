@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .backbones import ImageNetInput, resnet
+from .precision import Float32Linear, full_precision
 
 BACKBONES = {"paper": "resnet50", "small": "resnet18"}
 
@@ -47,11 +48,11 @@ class VideoHead(nn.Module):
     def __init__(self, in_features: int, hidden: int = 256):
         super().__init__()
         self.lstm = nn.LSTM(in_features, hidden, batch_first=True)
-        self.classifier = nn.Linear(hidden, 1)
+        self.classifier = Float32Linear(hidden, 1)
         self.out_features = hidden
 
     def forward(self, sequence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, last hidden states) of (B, L, F) sequences."""
-        _, (hidden, _) = self.lstm(sequence.float())
+        _, (hidden, _) = self.lstm(full_precision(sequence))
         state = hidden[-1]
         return self.classifier(state).squeeze(1), state

@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .backbones import ImageNetInput, resnet, resnet_stages
+from .precision import Float32Conv2d, Float32Linear
 
 STREAMS = {"paper": "resnet50", "small": "resnet18"}
 STAGE_CHANNELS = {"resnet18": (64, 128, 256, 512), "resnet34": (64, 128, 256, 512),
@@ -14,12 +15,17 @@ STAGE_CHANNELS = {"resnet18": (64, 128, 256, 512), "resnet34": (64, 128, 256, 51
 
 
 class PatternExtractor(nn.Module):
-    """Phi: 3x3 conv 3->6, BN, ReLU, 3x3 conv 6->3, sigmoid; the meta pattern has the input's size."""
+    """Phi: 3x3 conv 3->6, BN, ReLU, 3x3 conv 6->3, [BN,] sigmoid; the meta pattern has the input's size. The
+    paper's Fig. 3 has no batch norm after the second convolution, the released code has one
+    (``final_norm``)."""
 
-    def __init__(self, channels: int = 3, hidden: int = 6):
+    def __init__(self, channels: int = 3, hidden: int = 6, final_norm: bool = False):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-                                 nn.Conv2d(hidden, channels, 3, padding=1), nn.Sigmoid())
+        layers = [nn.Conv2d(channels, hidden, 3, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+                  nn.Conv2d(hidden, channels, 3, padding=1)]
+        if final_norm:
+            layers.append(nn.BatchNorm2d(channels))
+        self.net = nn.Sequential(*layers, nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -55,8 +61,8 @@ class HFN(nn.Module):
         self.fusions = nn.ModuleList([HFM(c[3], c[3], None, fused), HFM(c[2], c[2], fused, fused),
                                       HFM(c[1], c[1], fused, fused)])
         self.map_head = nn.Sequential(nn.Conv2d(fused, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
-                                      nn.Conv2d(128, 1, 3, padding=1), nn.Sigmoid())
-        self.classifier = nn.Linear(2 * c[3], 2)
+                                      Float32Conv2d(128, 1, 3, padding=1), nn.Sigmoid())
+        self.classifier = Float32Linear(2 * c[3], 2)  # scores in float32 under autocast too
 
     def forward(self, rgb: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(class logits (N, 2), pixel map (N, 1, S/8, S/8)); both inputs RGB-like in [0, 1]."""

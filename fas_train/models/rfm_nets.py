@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .precision import Float32Linear
+
 
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
@@ -57,7 +59,7 @@ class MetaLearner(nn.Module):
         a, b, c = widths
         self.features = nn.Sequential(conv_bn_relu(in_channels, a), nn.MaxPool2d(2), conv_bn_relu(a, b),
                                       nn.MaxPool2d(2), conv_bn_relu(b, c), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.classifier = nn.Linear(c, 1)
+        self.classifier = Float32Linear(c, 1)  # the score's logit in float32 under autocast too
 
     def forward(self, x: torch.Tensor, with_features: bool = False):
         """The logit; with ``with_features`` also the adaptation layer's features (before the classifier)."""

@@ -4,20 +4,20 @@ from __future__ import annotations
 from .base import DatasetIndexer, VideoRecord, match, split_parts
 
 _SPLIT_DIRS = {"train_release": "train", "test_release": "test"}
-# file stem -> (label, attack, attack_detail, camera)
-_NAMES = {
-    "1": ("live", "none", "", "low_quality"),
-    "2": ("live", "none", "", "normal_quality"),
-    "hr_1": ("live", "none", "", "high_quality"),
-    "3": ("spoof", "print", "warped_photo", "low_quality"),
-    "4": ("spoof", "print", "warped_photo", "normal_quality"),
-    "hr_2": ("spoof", "print", "warped_photo", "high_quality"),
-    "5": ("spoof", "print", "cut_photo", "low_quality"),
-    "6": ("spoof", "print", "cut_photo", "normal_quality"),
-    "hr_3": ("spoof", "print", "cut_photo", "high_quality"),
-    "7": ("spoof", "replay", "video", "low_quality"),
-    "8": ("spoof", "replay", "video", "normal_quality"),
-    "hr_4": ("spoof", "replay", "video", "high_quality"),
+# file stem -> (label, attack, attack_detail)
+_CONTENT = {
+    "1": ("live", "none", ""), "2": ("live", "none", ""), "hr_1": ("live", "none", ""),
+    "3": ("spoof", "print", "warped_photo"), "4": ("spoof", "print", "warped_photo"),
+    "hr_2": ("spoof", "print", "warped_photo"),
+    "5": ("spoof", "print", "cut_photo"), "6": ("spoof", "print", "cut_photo"), "hr_3": ("spoof", "print", "cut_photo"),
+    "7": ("spoof", "replay", "video"), "8": ("spoof", "replay", "video"), "hr_4": ("spoof", "replay", "video"),
+}
+# file stem -> capture quality (the ``camera`` column). The source: Idiap's published CASIA-FASD interface,
+# bob.db.casia_fasd 2.0.10, ``File.get_quality``: 1 3 5 7 normal, 2 4 6 8 low, HR_* high.
+CAPTURE_QUALITY = {
+    "1": "normal_quality", "3": "normal_quality", "5": "normal_quality", "7": "normal_quality",
+    "2": "low_quality", "4": "low_quality", "6": "low_quality", "8": "low_quality",
+    "hr_1": "high_quality", "hr_2": "high_quality", "hr_3": "high_quality", "hr_4": "high_quality",
 }
 
 
@@ -45,12 +45,13 @@ class CasiaIndexer(DatasetIndexer):
         if not subject.isdigit():
             return f"subject folder {subject!r} is not a number"
         m = match(r"(\d|hr_\d)\.avi", filename)
-        if not m or m.group(1).lower() not in _NAMES:
+        stem = m.group(1).lower() if m else None
+        if stem not in _CONTENT:
             return f"file name {filename!r} is not one of 1-8.avi or HR_1-4.avi"
-        label, attack, detail, camera = _NAMES[m.group(1).lower()]
+        label, attack, detail = _CONTENT[stem]
         return VideoRecord(self.name, relpath, split, label, attack, f"{split}_{int(subject):02d}",
-                           attack_detail=detail, camera=camera)
+                           attack_detail=detail, camera=CAPTURE_QUALITY[stem])
 
     def expected_relpaths(self, records):
         folders = {r.relpath.rsplit("/", 1)[0] for r in records}
-        return {f"{folder}/{stem.upper()}.avi" for folder in folders for stem in _NAMES}
+        return {f"{folder}/{stem.upper()}.avi" for folder in folders for stem in _CONTENT}

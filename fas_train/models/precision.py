@@ -1,0 +1,38 @@
+"""Layers that compute in float32 even under autocast: the last layer before a score. Under bf16 autocast a
+linear layer's output has 8 significant bits, so logits between 2 and 8 take about 32 distinct values and
+tie the scores that AUC, EER and both thresholds are computed on. Parameter names are those of the plain
+layers, so checkpoints load either way."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _full(x: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or as it is when it is already float32 or float64 (losses and scores)."""
+    return x.to(_full(x))
+
+
+class Float32Linear(nn.Linear):
+    """``nn.Linear`` computed in (at least) float32 whatever the autocast state."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = _full(x)
+        with torch.autocast(x.device.type, enabled=False):
+            bias = None if self.bias is None else self.bias.to(dtype)
+            return F.linear(x.to(dtype), self.weight.to(dtype), bias)
+
+
+class Float32Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` computed in (at least) float32 whatever the autocast state."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = _full(x)
+        with torch.autocast(x.device.type, enabled=False):
+            bias = None if self.bias is None else self.bias.to(dtype)
+            return self._conv_forward(x.to(dtype), self.weight.to(dtype), bias)

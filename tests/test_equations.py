@@ -1,0 +1,317 @@
+"""One update of every method computed by hand on a tiny network and batch, against ``update()``/``objective()``:
+the losses as the papers write them, which parameters move and by how much (the optimiser's own rule written
+out), inner steps and meta-gradients. And scores stay float32 under bf16 autocast."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fas_train.methods import CCDD, CCDDConfig, CCDDVideo, D2AM, D2AMConfig, PDL, PDLConfig
+from fas_train.methods.metapattern import MetaPattern, MetaPatternConfig, chunk_rows, select
+from fas_train.models.d2am_nets import D2AMFeatureExtractor
+from fas_train.models.rfm_nets import rfm_networks
+from fas_train.losses import binary_enhancement_entropy, enhancement_entropy, gaussian_mmd
+
+from test_methods import make, toy_batch
+from test_rfm import by_hand, gradient, tiny_rfm
+from test_rfm import toy_batch as rfm_batch
+
+ALPHA = 0.3
+
+
+def params_of(module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def sgd_step(params, grads, buffers, lr, momentum, weight_decay=0.0):
+    """torch.optim.SGD's rule written out: d = g + wd p; b = d (first step) or momentum b + d; p -= lr b.
+    Parameters without a gradient (None) are left alone, as SGD does."""
+    out = []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if g is None:
+            out.append(p)
+            continue
+        d = g + weight_decay * p
+        buffers[i] = d if buffers.get(i) is None else momentum * buffers[i] + d
+        out.append(p - lr * buffers[i])
+    return out
+
+
+# -- scores at full precision --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["rfm", "erm", "d2am", "pdl", "ccdd", "ccdd-video", "metapattern"])
+def test_scores_of_distinct_inputs_stay_distinct_under_bf16_autocast(name):
+    method = make(name)
+    last = {"ccdd": "classifier", "ccdd-video": "classifier", "metapattern": "hfn.classifier"}.get(name, "meta.classifier")
+    layer = method.get_submodule(last)
+    channels = 3 * len(type(method).channels(method.config))
+    x = torch.rand(64, channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = x * torch.linspace(0.05, 1.0, 64).view(-1, 1, 1, 1)  # inputs of distinct brightness
+    weight = layer.weight.detach().clone()
+    with torch.no_grad():  # logits near 5, where bf16 has 1/32 steps, spread enough to tell inputs apart in fp32
+        layer.bias.fill_(5.0)
+        for factor in (100.0, 10.0, 1.0, 0.1):
+            layer.weight.copy_(weight * factor)
+            reference = method.predict(x)
+            if reference.max() < 0.9999:
+                break
+    assert len(torch.unique(reference)) >= 60  # float32 throughout: the inputs give distinct scores
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = method.predict(x)
+    assert scores.dtype == torch.float32
+    # bf16 logits here (all near 5) would give a handful of values; float32 ones keep the inputs apart (the
+    # features before the last layer are still bf16, so an occasional tie can remain)
+    assert len(torch.unique(scores)) >= 56, f"{len(torch.unique(scores))} distinct scores of 64 inputs"
+    assert (scores != scores.bfloat16().float()).any()
+
+
+# -- D²AM ----------------------------------------------------------------------------------------------------
+class TinyMeta(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(channels, 5), nn.Linear(5, 1)
+
+    def forward(self, x, with_features: bool = False):
+        h = torch.tanh(self.hidden(x.mean((2, 3))))
+        logit = self.out(h).squeeze(1)
+        return (logit, h) if with_features else logit
+
+
+def tiny_d2am(**overrides) -> D2AM:
+    torch.manual_seed(0)
+    feature = D2AMFeatureExtractor(in_channels=2, width=4, block=(4, 4, 8), reduction=4)
+    depth = nn.Conv2d(24, 1, 1)
+    config = D2AMConfig(inner_lr=ALPHA, first_epoch="style", **overrides)
+    return D2AM(feature, depth, TinyMeta(8), config).double()
+
+
+def d2am_by_hand(method: D2AM, batch, train, test, generator: torch.Generator, entropy=enhancement_entropy):
+    """Eqs. 7-13 written out; the meta learner's forward by hand, MMD against N(0, I) draws in the method's order."""
+    cfg = method.config
+    W1, b1, W2, b2 = method.meta.hidden.weight, method.meta.hidden.bias, method.meta.out.weight, method.meta.out.bias
+
+    def meta(f, w1, c1, w2, c2):
+        h = torch.tanh(f.mean((2, 3)) @ w1.T + c1)
+        return (h @ w2.T + c2).squeeze(1), h
+
+    def mmd(h):
+        return gaussian_mmd(h.float(), torch.randn(h.shape, generator=generator).to(h.device))
+
+    x, y, d, target = batch["image"], batch["label"].double(), batch["domain"], batch["depth"]
+    total, fast_weights = 0, []
+    for dom in train:
+        for_depth, for_meta, parts = method.feature(x[d == dom])
+        logit, h = meta(for_meta, W1, b1, W2, b2)
+        inner = F.binary_cross_entropy_with_logits(logit, y[d == dom]) + cfg.mmd_weight * mmd(h)
+        grads = torch.autograd.grad(inner, (W1, b1, W2, b2), create_graph=True)
+        fast_weights.append([p - ALPHA * g for p, g in zip((W1, b1, W2, b2), grads)])
+        total = total + inner + F.mse_loss(method.depth(for_depth), target[d == dom])
+        for drlm, (f_minus, _) in zip(method.feature.drlm, parts):  # L_p through a constant probe; W_p's own fit
+            pooled = f_minus.mean((2, 3))
+            p_logit = (pooled @ drlm.probe.weight.detach().T + drlm.probe.bias.detach()).squeeze(1)
+            total = total + cfg.entropy_weight * entropy(p_logit)
+            total = total + F.binary_cross_entropy_with_logits(drlm.probe(pooled.detach()).squeeze(1), y[d == dom])
+    for_depth, for_meta, _ = method.feature(x[d == test])
+    total = total + F.mse_loss(method.depth(for_depth), target[d == test])
+    for fast in fast_weights:
+        logit, h = meta(for_meta, *fast)
+        total = total + F.binary_cross_entropy_with_logits(logit, y[d == test]) + cfg.mmd_weight * mmd(h)
+    return total
+
+
+def d2am_batch(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.tensor([1, 1, 0, 0] * 3)
+    image = torch.rand(12, 2, 16, 16, generator=g, dtype=torch.float64) + 0.5 * labels.view(-1, 1, 1, 1)
+    depth = torch.rand(12, 1, 2, 2, generator=g, dtype=torch.float64) * labels.view(-1, 1, 1, 1)
+    return {"image": image, "label": labels, "domain": torch.arange(3).repeat_interleave(4), "depth": depth}
+
+
+@pytest.mark.parametrize("entropy", ["paper", "binary"])
+def test_d2am_objective_and_meta_gradient_equal_the_equations(entropy):
+    method, batch = tiny_d2am(entropy=entropy), d2am_batch()
+    method.train()
+    generator = torch.Generator().manual_seed(0)
+    generator.set_state(method.generator.get_state())
+    ours = method.objective(batch, [2, 0], 1)
+    loss = {"paper": enhancement_entropy, "binary": binary_enhancement_entropy}[entropy]
+    reference = d2am_by_hand(method, batch, [2, 0], 1, generator, loss)
+    assert torch.allclose(ours["total"], reference, rtol=1e-7)
+    g_ours, g_ref = gradient(ours["total"], method), gradient(reference, method)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-6, atol=1e-9)
+    # the probe W_p learns only from its own BCE, never from L_p
+    probe = [p for n, p in method.named_parameters() if ".probe." in n]
+    entropy_only = torch.autograd.grad(method.config.entropy_weight * ours["entropy"], probe, allow_unused=True,
+                                       retain_graph=True)
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in entropy_only)
+
+
+# -- PDL-FAS -------------------------------------------------------------------------------------------------
+def test_pdl_objective_is_rfms_with_unweighted_depth_on_pseudo_domains():
+    method, batch = tiny_rfm(), rfm_batch()
+    pdl = PDL(copy.deepcopy(method.feature), copy.deepcopy(method.depth), copy.deepcopy(method.meta),
+              PDLConfig(inner_lr=ALPHA)).double()
+    ours = pdl.objective(batch, [[0], [2]], 1)
+    reference, *_ = by_hand(pdl, batch, [0, 2], 1, depth_weight=1)
+    assert torch.allclose(ours["total"], reference, rtol=1e-12)
+    assert torch.allclose(gradient(ours["total"], pdl), gradient(reference, pdl), rtol=1e-9, atol=1e-12)
+
+
+def test_pdl_domain_features_are_mean_and_variance_of_the_named_layers():
+    torch.manual_seed(0)
+    method = PDL(*rfm_networks("small"), PDLConfig()).eval()
+    x = torch.rand(4, 6, 32, 32)
+    with torch.no_grad():
+        features = method.domain_features({"image": x}, epoch=1)
+        f = method.feature
+        h = f.blocks[0](f.stem(x))
+        fifth = f.blocks[1][0](h)  # the 5th convolution: stem, 3 of block 1, then the first of block 2
+        ninth = f.blocks[2][1](f.blocks[2][0](f.blocks[1][3](f.blocks[1][2](f.blocks[1][1](fifth)))))
+        last = method.depth(f(x)[0])
+    expected = torch.cat([torch.cat([o.mean((2, 3)), o.var((2, 3), unbiased=False)], 1) for o in (fifth, ninth, last)], 1)
+    assert torch.allclose(features, expected, atol=1e-4)
+
+
+# -- CCDD ----------------------------------------------------------------------------------------------------
+def ccdd_batch(n_per=2, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.tensor(([1] * n_per + [0] * n_per) * 3)
+    domains = torch.arange(3).repeat_interleave(2 * n_per)
+    return {"image": torch.rand(len(labels), 3, size, size, generator=g, dtype=torch.float64), "label": labels,
+            "domain": domains}
+
+
+def ccdd_energy(method, features, labels, domains, discriminator, weight, reduce=torch.sum):
+    """Eq. 1 (or 2) without the reversal: (L_c, L_l + L_s) as sums over the examples."""
+    live = labels == 1
+    shared = discriminator.common(features)
+    domain = (reduce(F.cross_entropy(discriminator.live_head(shared[live]), domains[live], reduction="none"))
+              + reduce(F.cross_entropy(discriminator.spoof_head(shared[~live]), domains[~live], reduction="none")))
+    return domain
+
+
+def ccdd_step_by_hand(reference, loss_cls, loss_domain, encoder_side, head_side, weight, buffers):
+    """GRL: the encoder side gets grad(L_c) - 0.2 weight grad(L_dom); the discriminator + weight grad(L_dom)."""
+    cfg = reference.config
+    names = [n for n, _ in reference.named_parameters()]
+    params = list(reference.parameters())
+    g_cls = torch.autograd.grad(loss_cls, params, allow_unused=True, retain_graph=True)
+    g_dom = torch.autograd.grad(loss_domain, params, allow_unused=True)
+    grads = []
+    for n, p, a, b in zip(names, params, g_cls, g_dom):
+        if any(n.startswith(s) for s in encoder_side) and (a is not None or b is not None):
+            zero = torch.zeros_like(p)
+            grads.append((zero if a is None else a) - cfg.grl_factor * weight * (zero if b is None else b))
+        elif any(n.startswith(s) for s in head_side):
+            grads.append(None if b is None else weight * b)
+        else:
+            grads.append(a)
+    return sgd_step([p.detach() for p in params], grads, buffers, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+
+def test_ccdd_image_step_follows_eq1_with_sums():
+    config = CCDDConfig(pretrained="none", dropout=0.0, lr=0.05)
+    torch.manual_seed(0)
+    method = CCDD.create(config, "small", [0, 1, 2], seed=0).double()
+    reference = copy.deepcopy(method)
+    batch = ccdd_batch()
+    reference.train()
+    features = reference.encoder(batch["image"])
+    cls = F.binary_cross_entropy_with_logits(reference.classifier(features).squeeze(1), batch["label"].double(),
+                                             reduction="sum")
+    domain = ccdd_energy(reference, features, batch["label"], batch["domain"], reference.discriminator, 1.0)
+    expected = ccdd_step_by_hand(reference, cls, domain, ("encoder.",), ("discriminator.",), 1.0, {})
+    losses = method.update(batch)
+    assert losses["total"] == pytest.approx(float((cls + domain).detach()), rel=1e-6)
+    assert losses["cls"] == pytest.approx(float(cls), rel=1e-6)
+    for (name, got), want in zip(method.named_parameters(), expected):
+        assert torch.allclose(got, want, rtol=1e-7, atol=1e-10), name
+    means = CCDD.create(CCDDConfig(pretrained="none", dropout=0.0, reduction="mean"), "small", [0, 1, 2], 0).double()
+    means.load_state_dict(reference.state_dict())
+    means.train()
+    features = means.encoder(batch["image"])
+    live = batch["label"] == 1
+    by_means = (F.binary_cross_entropy_with_logits(means.classifier(features).squeeze(1), batch["label"].double())
+                + ccdd_energy(means, features, batch["label"], batch["domain"], means.discriminator, 1.0, torch.mean))
+    assert float(means.image_losses(batch)["total"]) == pytest.approx(float(by_means), rel=1e-9)
+    assert live.sum() == 6  # sums weigh the 12 class and 6 + 6 domain terms alike; means double the domain's
+
+
+def test_ccdd_video_step_follows_eq2_after_the_image_step():
+    config = CCDDConfig(pretrained="none", dropout=0.0, lr=0.05, clip_length=2, lstm_hidden=8)
+    torch.manual_seed(0)
+    method = CCDDVideo.create(config, "small", [0, 1, 2], seed=0).double()
+    reference = copy.deepcopy(method)
+    batch = ccdd_batch()
+    clip = ccdd_batch(n_per=1, seed=1)
+    batch["clip"] = {**clip, "image": torch.stack([clip["image"], clip["image"].flip(-1)], 1)}
+    reference.train()
+    buffers = {}
+    features = reference.encoder(batch["image"])
+    cls = F.binary_cross_entropy_with_logits(reference.classifier(features).squeeze(1), batch["label"].double(),
+                                             reduction="sum")
+    domain = ccdd_energy(reference, features, batch["label"], batch["domain"], reference.discriminator, 1.0)
+    after_image = ccdd_step_by_hand(reference, cls, domain, ("encoder.",), ("discriminator.",), 1.0, buffers)
+    with torch.no_grad():
+        for p, new in zip(reference.parameters(), after_image):
+            p.copy_(new)
+    frames = batch["clip"]["image"]
+    states = reference.encoder(frames.flatten(0, 1)).view(frames.shape[0], 2, -1)
+    logits, state = reference.video(states)
+    v_cls = F.binary_cross_entropy_with_logits(logits, clip["label"].double(), reduction="sum")
+    v_domain = ccdd_energy(reference, state, clip["label"], clip["domain"], reference.video_discriminator, 1.0)
+    expected = ccdd_step_by_hand(reference, v_cls, v_domain, ("encoder.", "video."), ("video_discriminator.",), 1.0,
+                                 buffers)
+    losses = method.update(batch)
+    assert losses["video_cls"] == pytest.approx(float(v_cls), rel=1e-6)
+    for (name, got), want in zip(method.named_parameters(), expected):
+        assert torch.allclose(got, want, rtol=1e-7, atol=1e-10), name
+
+
+# -- Meta Pattern --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["released", "paper"])
+def test_meta_pattern_update_is_algorithm_1(variant):
+    config = MetaPatternConfig(variant=variant, inner_steps=2, pretrained="none")
+    torch.manual_seed(0)
+    method = MetaPattern(config, "small", seed=3).double()
+    has_final_norm = isinstance(method.pattern.net[-2], nn.BatchNorm2d)
+    assert has_final_norm == (variant == "released")
+    reference = copy.deepcopy(method)
+    batch = toy_batch(3, per_class=2 * method.batch_chunks, size=32)
+    batch["image"] = batch["image"].double()
+    g = torch.Generator()
+    g.set_state(method.generator.get_state())
+    held = [0, 1, 2][int(torch.randint(3, (1,), generator=g))]
+    phi_lr, theta_lr = {"released": (4e-3, 1e-3), "paper": (1e-3, 1e-3)}[variant]
+    scale = {"released": 0.5, "paper": 1.0}[variant]
+    reference.train()
+
+    def loss(part, phi_grad: bool):
+        image, y = part["image"], part["label"]
+        with torch.set_grad_enabled(phi_grad):
+            pattern = reference.pattern(image)
+        logits, pixel_map = reference.hfn(image, pattern)
+        target = y.double()[:, None, None, None].expand_as(pixel_map)
+        return F.cross_entropy(logits, y) + F.mse_loss(pixel_map, target)
+
+    phi, buffers = list(reference.pattern.parameters()), {}
+    for k in range(2):  # K SGD-momentum steps on Phi alone, on chunk k of the held-out domain
+        rows = chunk_rows(batch, k, 3)
+        part = select(batch, rows[batch["domain"][rows] == held])
+        grads = torch.autograd.grad(loss(part, True), phi)
+        with torch.no_grad():
+            for p, new in zip(phi, sgd_step([p.detach() for p in phi], grads, buffers, phi_lr, 0.9)):
+                p.copy_(new)
+    rows = chunk_rows(batch, 2, 3)
+    part = select(batch, rows[batch["domain"][rows] != held])
+    theta = list(reference.hfn.parameters())
+    grads = torch.autograd.grad(scale * loss(part, False), theta)  # Theta's step with the adapted Phi frozen
+    expected_theta = sgd_step([p.detach() for p in theta], grads, {}, theta_lr, 0.9)
+    method.update(batch)
+    for (name, got), want in zip(method.pattern.named_parameters(), phi):
+        assert torch.allclose(got, want, rtol=1e-7, atol=1e-10), name
+    for (name, got), want in zip(method.hfn.named_parameters(), expected_theta):
+        assert torch.allclose(got, want, rtol=1e-7, atol=1e-10), name
