@@ -22,7 +22,7 @@ def _cmd_train(args) -> int:
 
 def _cmd_eval(args) -> int:
     from .train import evaluate_run
-    result = evaluate_run(Path(args.run))
+    result = evaluate_run(Path(args.run), verify=not args.no_verify)
     _print(result, Path(args.run))
     return 0
 
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--select-on-target", dest="select_on_target", action="store_true",
                        help="ORACLE mode: pick the checkpoint on the target test set (labelled in every output)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--no-verify", dest="verify", action="store_false",
+                       help="do not check the build against its manifest first (run.json records it)")
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                        help="auto: bf16 autocast on CUDA, fp32 elsewhere (scores are float32 either way)")
     train.add_argument("--channels-last", dest="channels_last", choices=["auto", "on", "off"], default="auto",
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_cmd_train)
     evaluate = commands.add_parser("eval", help="evaluate a run's best checkpoint on its protocol's target")
     evaluate.add_argument("--run", required=True, help="run folder written by train")
+    evaluate.add_argument("--no-verify", action="store_true", help="do not check the build against its manifest")
     evaluate.set_defaults(handler=_cmd_eval)
     gather = commands.add_parser("collect", help="mean ± std over seeds of finished runs")
     gather.add_argument("runs", nargs="+", help="run folders")

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from torch.utils.data import BatchSampler, SequentialSampler
 
 from pipeline.atomic import atomic_path, write_json
+from pipeline.audit import verify_for_training
 from pipeline.hashing import sha256_file
 from pipeline.provenance import code_version, package_versions
 from pipeline.shards import DOMAINS
@@ -68,6 +69,7 @@ class RunConfig:
     select_on_target: bool = False
     options: tuple = ()  # "name=value" overrides of the method's config (ablations, hyper-parameters)
     quiet: bool = False  # no progress bar
+    verify: bool = True  # check the build against its manifest before reading it (--no-verify: skip)
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32"
     channels_last: str = "auto"  # "auto" (on CUDA), "on" or "off"
 
@@ -206,8 +208,19 @@ def run_data(cfg: RunConfig):
     return manifest, protocol, channels, parts
 
 
+def check_build(cfg: RunConfig) -> str:
+    """Refuse a build that fails its audit (tables, manifest content, shard sizes and sha256, cached); say how
+    it was checked."""
+    if not cfg.verify:
+        return "skipped (--no-verify)"
+    return verify_for_training(cfg.build)
+
+
 def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device) -> dict | None:
     lead = rank == 0
+    method_config(cfg)  # an unknown method or option is refused before any work
+    verification = check_build(cfg) if lead else None
+    barrier(world)
     manifest, protocol, channels, parts = run_data(cfg)
     (train_rows, train_set), (val_rows, val_set), (target_rows, target_set) = parts
     method = build_method(cfg, source_domains(protocol)).to(device)
@@ -236,7 +249,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
             (out / name).unlink(missing_ok=True)
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
                                       "build": manifest["build"], "config_hash": manifest["config_hash"],
-                                      "build_manifest_sha256": build_sha256,
+                                      "build_manifest_sha256": build_sha256, "build_verification": verification,
                                       "selection": selection_name(cfg), "hparams": method.hparams(),
                                       "channels": list(channels), "world_size": world,
                                       "train_samples": len(train_rows), "validation_samples": len(val_rows),
@@ -568,12 +581,15 @@ def load_checkpoint(path: Path, method, rank: int = 0, per_epoch: int | None = N
     return data["state"]
 
 
-def evaluate_run(out: Path) -> dict:
-    """Evaluate a finished (or interrupted) run's best checkpoint on its protocol's target."""
+def evaluate_run(out: Path, verify: bool = True) -> dict:
+    """Evaluate a finished (or interrupted) run's best checkpoint on its protocol's target (after checking the
+    build against its manifest, unless ``verify`` is false)."""
     meta_path = out / "run.json"
     if not meta_path.is_file() or not (out / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{out}: not a run folder (run.json and checkpoint.pt are needed)")
     started, cfg = saved_run(out)
+    cfg = replace(cfg, verify=verify)
+    check_build(cfg)
     changed = other_build(started, cfg.build, sha256_file(Path(cfg.build) / "manifest.json"))
     if changed:
         raise ValueError(f"{out}: {changed[0]}; the target would be scored on other data (rebuilt cache?)")

@@ -32,11 +32,13 @@ def _cmd_build(args) -> int:
 
 
 def _cmd_audit(args) -> int:
-    from .audit import audit
+    from .audit import audit, leftovers
     problems = audit(args.build, args.shard_dir)
     for problem in problems:
         print(f"MISMATCH {problem}", file=sys.stderr)
-    print(f"audit: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'every shard matches the manifest'}")
+    for path in leftovers(args.build, args.shard_dir):
+        print(f"LEFTOVER {path}: a temporary file of a killed build (the next run of the build removes it)")
+    print(f"audit: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'the manifest, its tables and every shard match'}")
     return 1 if problems else 0
 
 

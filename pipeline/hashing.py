@@ -1,7 +1,9 @@
-"""SHA-256 of source files, in parallel threads (hashlib releases the GIL), with a byte-rate progress bar."""
+"""SHA-256 of source files, in parallel threads (hashlib releases the GIL), with a byte-rate progress bar; and
+the content hash a manifest carries of itself."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,3 +42,9 @@ def hash_files(paths: list[Path], *, workers: int = 4, quiet: bool = False,
                 return err
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             return list(pool.map(one, paths))
+
+
+def content_sha256(manifest: dict) -> str:
+    """Hex SHA-256 of a manifest's content: its canonical JSON (sorted keys) without ``content_sha256``."""
+    content = {k: v for k, v in manifest.items() if k != "content_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

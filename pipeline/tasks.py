@@ -25,7 +25,7 @@ from .atomic import write_csv, write_json
 from .config import BuildConfig, load_config
 from .depth import resolve_backend
 from .extract import VideoJob, extract_video, load_result, result_path
-from .hashing import sha256_file
+from .hashing import content_sha256, sha256_file
 from .identity import check_outputs, claim_build_dir
 from .index import index_dataset, read_table, write_index
 from .provenance import code_version, package_versions
@@ -251,6 +251,7 @@ class BuildManifest(BuildTask):
             "counts": {f"{k[0]}/{k[1]}/{k[2]}": int(v)
                        for k, v in samples.groupby(["dataset", "split", "label"]).size().items()},
         }
+        manifest["content_sha256"] = content_sha256(manifest)  # audit and the trainer check it
         timings = {}
         for path in sorted((cfg.build_dir / "timings").glob("*.json")):
             entry = json.loads(path.read_text())

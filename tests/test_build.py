@@ -183,6 +183,34 @@ def test_audit_names_a_flipped_byte_and_a_truncated_shard(clean_build, tmp_path)
     assert result.returncode == 1 and "shard-00001.h5" in result.stderr and "shard-00003.h5" in result.stderr
 
 
+def test_audit_checks_the_tables_and_the_manifests_own_content(clean_build, tmp_path):
+    source, _, _ = clean_build
+    manifest_dir = tmp_path / "manifest"
+    shutil.copytree(source / "manifests/t", manifest_dir)
+    assert audit(manifest_dir) == []
+    samples = (manifest_dir / "samples.csv").read_text()
+    (manifest_dir / "samples.csv").write_text(samples.replace(",spoof,", ",live,", 1))
+    rejects = manifest_dir / "rejects.csv"
+    rejects.write_text(rejects.read_text() + "casia/x,-1,made up\n")
+    problems = audit(manifest_dir)
+    assert [p.split(":")[0] for p in problems] == [str(manifest_dir / "samples.csv"), str(rejects)]
+    (manifest_dir / "samples.csv").write_text(samples)
+    rejects.write_bytes((source / "manifests/t/rejects.csv").read_bytes())
+    manifest = json.loads((manifest_dir / "manifest.json").read_text())
+    manifest["config"]["face"]["size"] = 256  # an edited config: the tables and shards still match
+    (manifest_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    problems = audit(manifest_dir)
+    assert len(problems) == 1 and "manifest.json: content edited" in problems[0]
+    leftover = source / "out/t/shards/.shard-00000.h5.abc123.tmp.h5"
+    leftover.write_bytes(b"half a shard")
+    try:
+        result = subprocess.run([sys.executable, "-m", "pipeline", "audit", str(source / "manifests/t")],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and f"LEFTOVER {leftover}" in result.stdout
+    finally:
+        leftover.unlink()
+
+
 def test_bad_videos_are_recorded_and_the_build_goes_on(corpus, tmp_path):
     root = tmp_path / "casia"
     shutil.copytree(corpus / "casia/train_release", root / "train_release")

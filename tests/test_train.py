@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+from pathlib import Path
 from importlib import metadata
 import subprocess
 import sys
@@ -151,3 +152,57 @@ def test_bf16_and_channels_last_run_on_the_cpu_with_float32_scores(train_build, 
     assert (scores.to_numpy() != torch.tensor(scores.to_numpy()).bfloat16().double().numpy()).any()
     assert result["deployable_video_threshold"] is not None
     assert set(result["metrics"]["video"]) >= {"apcer_species", "apcer_worst", "apcer_family_worst"}
+
+
+def tampered_copy(train_build, tmp_path):
+    """A copy of the build (manifest folder and shards) whose manifest points at the copied shards."""
+    from pipeline.hashing import content_sha256
+    manifest = json.loads((train_build / "manifest.json").read_text())
+    shards = tmp_path / "shards"
+    shutil.copytree(manifest["shard_dir"], shards)
+    folder = tmp_path / "manifest"
+    shutil.copytree(train_build, folder)
+    manifest["shard_dir"] = str(shards)
+    manifest["content_sha256"] = content_sha256(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return folder, shards
+
+
+def test_the_trainer_refuses_a_build_that_fails_its_audit(train_build, tmp_path, monkeypatch):
+    import pipeline.audit
+    folder, shards = tampered_copy(train_build, tmp_path)
+    hashed = []
+    real = pipeline.audit.sha256_file
+    monkeypatch.setattr(pipeline.audit, "sha256_file", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
+    first = run(config(folder, tmp_path / "first", 1))
+    assert sum(name.endswith(".h5") for name in hashed) == len(list(shards.glob("*.h5")))
+    hashed.clear()
+    run(config(folder, tmp_path / "second", 1))  # the cache beside the manifest: no shard hashed again
+    assert not any(name.endswith(".h5") for name in hashed)
+    assert "known from verified.json" in json.loads((tmp_path / "second/run.json").read_text())["build_verification"]
+    assert first["metrics"]["frame"]["samples"] > 0
+
+    victim = sorted(shards.glob("*.h5"))[0]  # a flipped byte: same size, new mtime
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 1
+    victim.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"{victim.name}: sha256"):
+        run(config(folder, tmp_path / "flipped", 1))
+    assert not (tmp_path / "flipped").exists()
+    skipped = run(config(folder, tmp_path / "unchecked", 1, verify=False))  # asked for: trains, and says so
+    assert json.loads((tmp_path / "unchecked/run.json").read_text())["build_verification"] == "skipped (--no-verify)"
+    assert skipped["metrics"]["frame"]["samples"] > 0
+
+    folder, shards = tampered_copy(train_build, tmp_path / "again")
+    samples = (folder / "samples.csv").read_text()
+    (folder / "samples.csv").write_text(samples.replace(",spoof,", ",live,", 1))  # one label flipped
+    done = subprocess.run([sys.executable, "-m", "fas_train", "train", "--method", "rfm", "--build", str(folder),
+                           "--protocol", PROTOCOL, "--out", str(tmp_path / "edited"), "--steps", "1",
+                           "--network", "small", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "samples.csv: sha256" in done.stderr, done.stderr[-800:]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "samples.csv").write_text(samples)
+    manifest["depth_backend"] = "face-alignment"  # an edited manifest field
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="manifest.json: content edited"):
+        run(config(folder, tmp_path / "edited2", 1))
