@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import luigi
@@ -22,13 +23,18 @@ def run_build(config_path, *, quiet: bool = False) -> int:
         print(summary(cfg))
         return 0
     start = time.perf_counter()
+    failures = []
+    handler = luigi.Task.event_handler(luigi.Event.FAILURE)(lambda task, err: failures.append((task, err)))
     try:
         result = luigi.build([task], local_scheduler=True, detailed_summary=True,
                              log_level="WARNING" if not quiet else "ERROR")
     finally:
+        luigi.Task.remove_event_handler(luigi.Event.FAILURE, handler)
         close_clients()
     if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
         print(result.summary_text)
+        for failed, err in failures:  # the reasons, after Luigi's tracebacks
+            print(f"error in {failed.task_family}: {err}", file=sys.stderr)
         print(f"build {cfg.name!r} FAILED after {time.perf_counter() - start:.1f} s; finished videos are kept, "
               f"a re-run resumes")
         return 1
@@ -47,7 +53,8 @@ def summary(cfg) -> str:
              f"  depth backend: {manifest['depth_backend']}"
              + ("; depth estimates stored" if "depth_estimate" in manifest.get("shard_datasets", ()) else "")
              + f"; config hash {manifest['config_hash'][:12]}",
-             f"  skipped: {rejects['frames']} frame(s), {rejects['videos']} video(s)"]
+             f"  skipped: {rejects['frames']} frame(s), {rejects['videos']} video(s); flagged: "
+             f"{rejects.get('flagged_videos', 0)} video(s) whose frames are kept (see rejects.csv)"]
     lines += [f"    {n} x {reason}" for reason, n in rejects["by_reason"].items()]
     lines.append("  stage seconds (this and earlier runs): "
                  + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))

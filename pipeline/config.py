@@ -19,16 +19,24 @@ SCHEMA_VERSION = 1
 class FrameConfig:
     """Frame sampling. ``even``: ``count`` frames evenly spaced over the video (centre of equal bins);
     ``every``: every ``step``-th frame from the first; ``all``: every frame. ``max_frames`` caps any policy
-    (0: no cap), keeping the first frames of the selection."""
+    (0: no cap), keeping the first frames of the selection. A video that ends early, decoding fewer than
+    ``1 - truncation_tolerance`` of the frames its container claims, is recorded as truncated; ``truncated``:
+    ``keep`` (its frames are kept and flagged) or ``reject`` (the video is rejected)."""
 
     policy: str = "even"
     count: int = 4
     step: int = 10
     max_frames: int = 0
+    truncated: str = "keep"
+    truncation_tolerance: float = 0.05
 
     def __post_init__(self):
         if self.policy not in ("even", "every", "all"):
             raise ValueError(f"frames.policy must be even, every or all, not {self.policy!r}")
+        if self.truncated not in ("keep", "reject"):
+            raise ValueError(f"frames.truncated must be keep or reject, not {self.truncated!r}")
+        if not 0 <= self.truncation_tolerance < 1:
+            raise ValueError("frames.truncation_tolerance must be in [0, 1)")
         if self.count < 1 or self.step < 1 or self.max_frames < 0:
             raise ValueError("frames.count and frames.step must be >= 1, frames.max_frames >= 0")
 
@@ -102,6 +110,7 @@ class ComputeConfig:
     workers: int = 2
     threads_per_worker: int = 1
     device: str = "auto"  # auto | cpu | cuda
+    worker_timeout: float = 300.0  # seconds a build waits with no dask worker before it gives up
 
 
 @dataclass(frozen=True)

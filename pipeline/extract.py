@@ -2,7 +2,8 @@
 
 Each video's result is written atomically to its own ``.npz`` (named by the video's sha256, so a changed
 source is extracted again); a finished video is never redone. A video that cannot be decoded is recorded
-as a reject; a missing source file raises (it is not a property of the data, so it is not recorded).
+as a reject; a missing source file, or one whose bytes no longer hash to the index's sha256, raises (that is
+not a property of the data, so it is not recorded).
 """
 from __future__ import annotations
 
@@ -18,9 +19,14 @@ from .channels import channels
 from .config import BuildConfig
 from .depth import FanLandmarks, generic_depth, landmark_depth, to_uint8
 from .faces import FaceDetector, crop_face, crop_matrix, transform_points
-from .frames import VideoError, read_frames
+from .frames import VideoError, read_frames, truncation
+from .hashing import sha256_file
 
 _MODELS: dict = {}  # per worker process: detector and landmark networks, loaded once
+
+
+class SourceChanged(RuntimeError):
+    """A source file whose bytes differ from those the index hashed: the build would record the wrong file."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +69,20 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
         return summarize(out, job)
     if not os.path.exists(job.path):
         raise FileNotFoundError(f"{job.path}: source video is missing (indexed as {job.video_id})")
+    digest = sha256_file(job.path)  # the bytes about to be decoded are the bytes the index hashed
+    if digest != job.sha256:
+        raise SourceChanged(f"{job.path}: changed since it was indexed (sha256 now {digest}, the index says "
+                            f"{job.sha256}); index the dataset again if the new file is meant")
     try:
         decoded = read_frames(job.path, config.frames)
     except VideoError as err:  # recorded without the path: the video_id says which file it was
         _save(out, _empty(config), [(-1, str(err).removeprefix(f"{job.path}: "))],
               {"decoded_frames": 0, "header_frames": None})
+        return summarize(out, job)
+    truncated = truncation(decoded, config.frames)
+    meta = {"decoded_frames": decoded.decoded_count, "header_frames": decoded.header_count, "truncated": truncated}
+    if truncated and config.frames.truncated == "reject":
+        _save(out, _empty(config), [(-1, truncated)], meta)
         return summarize(out, job)
     detector, fan = _models(config, backend)
     detections = detector.detect(decoded.frames)
@@ -109,7 +124,6 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
     else:
         arrays = {k: np.stack(v) for k, v in kept.items()}
         arrays["frame_index"] = arrays["frame_index"].astype(np.int32)
-    meta = {"decoded_frames": decoded.decoded_count, "header_frames": decoded.header_count}
     _save(out, arrays, rejects, meta)
     return summarize(out, job)
 

@@ -40,6 +40,15 @@ def select_indices(n_frames: int, config: FrameConfig) -> list[int]:
     return picked[:config.max_frames] if config.max_frames else picked
 
 
+def truncation(decoded: DecodedFrames, config: FrameConfig) -> str | None:
+    """Why a video counts as truncated (it ended early: fewer decoded frames than ``1 - tolerance`` of those
+    its container claims, and at least two fewer), or None."""
+    claimed, got = decoded.header_count, decoded.decoded_count
+    if claimed > 0 and claimed - got >= 2 and got < (1 - config.truncation_tolerance) * claimed:
+        return f"truncated: decoded {got} of the {claimed} frames the container claims"
+    return None
+
+
 def read_frames(path: str | Path, config: FrameConfig) -> DecodedFrames:
     """Decode the frames a policy selects from ``path`` (RGB uint8)."""
     path = Path(path)

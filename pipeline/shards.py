@@ -6,6 +6,7 @@ chunk per sample. No timestamps are stored, so the same samples and config give 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -28,6 +29,30 @@ class ShardError(RuntimeError):
     """A shard that is missing, truncated, or does not follow the schema."""
 
 
+class ShardSpaceError(OSError):
+    """Not enough free disk space to write a shard (checked before HDF5 writes a byte: HDF5 can crash the process
+    when the disk fills under it)."""
+
+
+def shard_bytes(n: int, image_size: int, depth_size: int, optional: tuple = ()) -> int:
+    """An upper bound of a shard's size on disk: the uncompressed samples plus room for HDF5's metadata."""
+    per_sample = (3 * 3 * image_size * image_size + (1 + len(optional)) * depth_size * depth_size
+                  + 3 + 4 + 16 + 40 + 4 + 512)  # labels, frame index, box, landmarks, score, id, chunk index
+    return n * per_sample + (1 << 20)
+
+
+def ensure_space(path: Path, needed: int) -> None:
+    """Raise ShardSpaceError, naming the shard and the space it needs, when its folder's disk has less free."""
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise ShardSpaceError(f"{path}: not enough free disk space to write this shard: it needs up to "
+                              f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free in {folder}; free "
+                              f"{(needed - free) / 2**20:.1f} MiB (or point output_dir elsewhere) and run the build "
+                              f"again: finished videos are kept and the shards come out the same")
+
+
 class ShardWriter:
     """Writes one shard of ``n`` samples in order, a few samples at a time (memory: one call's arrays), to a
     hidden temporary file that :meth:`commit` renames into place. ``optional``: names of OPTIONAL to write too."""
@@ -39,6 +64,7 @@ class ShardWriter:
             raise ValueError(f"unknown optional shard datasets {sorted(unknown)}; known: {list(OPTIONAL)}")
         self.names = PER_SAMPLE + tuple(optional)
         self.path, self.n, self.filled = Path(path), n, 0
+        ensure_space(self.path, shard_bytes(n, image_size, depth_size, tuple(optional)))
         self.tmp = TempFile(self.path, suffix=".tmp.h5")
         self.file = h5py.File(self.tmp.path, "w", track_order=False)
         options = {} if compression == "none" else {"compression": compression}

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .atomic import write_csv, write_json
 from .config import BuildConfig, load_config
 from .depth import resolve_backend
-from .extract import VideoJob, extract_video, load_result, result_path
+from .extract import SourceChanged, VideoJob, extract_video, load_result, result_path
 from .hashing import content_sha256, sha256_file
 from .identity import check_outputs, claim_build_dir
 from .index import index_dataset, read_table, write_index
@@ -110,18 +110,14 @@ class ExtractFaces(BuildTask):
         jobs = [VideoJob(r.video_id, str(root / r.relpath), r.label, r.sha256) for r in table.itertuples()]
         backend = depth_backend(cfg)
         claim_build_dir(cfg)
+        remove_leftovers(cfg.build_dir / "videos" / self.dataset)
         todo = [j for j in jobs if not result_path(cfg.build_dir, j).exists()]
         client = dask_client(cfg)
-        from dask.distributed import as_completed
-        futures = [client.submit(extract_video, job, cfg, backend, str(cfg.build_dir), pure=False,
-                                 key=f"extract-{job.sha256[:16]}-{job.video_id}") for job in todo]
-        failures = []
+        futures = {client.submit(extract_video, job, cfg, backend, str(cfg.build_dir), pure=False,
+                                 key=f"extract-{job.sha256[:16]}-{job.video_id}"): job for job in todo}
         with tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="video", desc=f"{self.dataset}: faces",
                   disable=self.quiet, dynamic_ncols=True) as bar:
-            for future in as_completed(futures):
-                if future.status == "error":
-                    failures.append(str(future.exception()))
-                bar.update(1)
+            failures = collect(client, futures, cfg, bar)
         if failures:
             raise RuntimeError(f"{len(failures)} video(s) of {self.dataset} could not be processed; the others "
                                f"are kept and a re-run resumes:\n" + "\n".join(f"  {f}" for f in failures))
@@ -130,6 +126,51 @@ class ExtractFaces(BuildTask):
                 for j in jobs]
         write_csv(self.output().path, pd.DataFrame(rows, columns=["video_id", "result"]))
         self.record_time(f"extract-{self.dataset}", time.perf_counter() - start)
+
+
+def collect(client, futures: dict, cfg: BuildConfig, bar) -> list[str]:
+    """Wait for the per-video jobs; return the failures, each naming its video and file. A source that changed
+    since indexing stops the dataset's extraction (the other jobs are cancelled; finished videos are kept).
+    With no dask worker for ``compute.worker_timeout`` seconds the build stops, naming the scheduler."""
+    from dask.distributed import wait
+    pending, failures = set(futures), []
+    last_worker = time.monotonic()
+    while pending:
+        try:
+            done = wait(pending, timeout=WORKER_POLL, return_when="FIRST_COMPLETED").done
+        except TimeoutError:
+            done = set()
+        for future in done:
+            pending.discard(future)
+            bar.update(1)
+            if future.status == "error":
+                job, err = futures[future], future.exception()
+                failures.append(f"{job.video_id} ({job.path}): {err}")
+                if isinstance(err, SourceChanged):
+                    client.cancel(list(pending))
+                    return failures
+        if client.nthreads():
+            last_worker = time.monotonic()
+        elif time.monotonic() - last_worker > cfg.compute.worker_timeout:
+            client.cancel(list(pending))
+            raise NoWorkers(f"no dask worker at {client.scheduler.address} for {cfg.compute.worker_timeout:.0f} s "
+                            f"(compute.worker_timeout) with {len(pending)} video(s) to go; finished videos are "
+                            f"kept and a re-run resumes")
+    return failures
+
+
+class NoWorkers(RuntimeError):
+    """The dask cluster has had no worker for longer than the build waits."""
+
+
+WORKER_POLL = 1.0  # seconds between checks of the cluster's workers
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Delete the hidden temporary files a killed run left in ``folder`` (they are never read)."""
+    if folder.is_dir():
+        for path in folder.rglob(".*.tmp*"):
+            path.unlink(missing_ok=True)
 
 
 def depth_backend(cfg: BuildConfig) -> str:
@@ -151,6 +192,7 @@ class WriteShards(BuildTask):
     def run(self):
         start = time.perf_counter()
         cfg = self.cfg
+        remove_leftovers(cfg.build_dir / "shards")
         videos = []
         for dataset, target in sorted(self.input().items()):
             table = read_table(self.requires()[dataset].input().path).set_index("video_id")
@@ -162,8 +204,14 @@ class WriteShards(BuildTask):
         rows, rejects, writer, written = [], [], None, 0
         for dataset, video_id, path, meta in tqdm(videos, unit="video", desc="shards", disable=self.quiet,
                                                   dynamic_ncols=True):
-            arrays, video_rejects, _ = load_result(path)
-            rejects += [{"video_id": video_id, "frame_index": i, "reason": why} for i, why in video_rejects]
+            arrays, video_rejects, result_meta = load_result(path)
+            rejects += [{"video_id": video_id, "frame_index": i, "reason": why, "action": "rejected"}
+                        for i, why in video_rejects]
+            flags = ""
+            if result_meta.get("truncated") and cfg.frames.truncated == "keep":
+                flags = "truncated"
+                rejects.append({"video_id": video_id, "frame_index": -1, "reason": result_meta["truncated"],
+                                "action": "flagged (frames kept)"})
             samples = _samples(arrays, dataset, video_id, meta)
             n, offset = len(samples["label"]), 0
             while offset < n:
@@ -178,14 +226,15 @@ class WriteShards(BuildTask):
                 writer.write({k: v[offset:offset + take] for k, v in samples.items()})
                 rows += [{"shard": writer.path.name, "row": writer.filled - take + i, "video_id": video_id,
                           "frame_index": int(f), "dataset": dataset, "domain": meta["domain"], "split": meta["split"],
-                          "label": meta["label"], "attack": meta["attack"], "subject": meta["subject"]}
+                          "label": meta["label"], "attack": meta["attack"], "subject": meta["subject"],
+                          "flags": flags}
                          for i, f in enumerate(samples["frame_index"][offset:offset + take])]
                 offset += take
                 written += take
                 if writer.filled == writer.n:
                     writer.commit()
                     writer = None
-        _write_csv(cfg.build_dir / "shards" / "rejects.csv", rejects, ["video_id", "frame_index", "reason"])
+        _write_csv(cfg.build_dir / "shards" / "rejects.csv", rejects, ["video_id", "frame_index", "reason", "action"])
         _write_csv(self.output().path, rows, SAMPLE_COLUMNS)
         self.record_time("shards", time.perf_counter() - start)
 
@@ -196,7 +245,7 @@ def optional_datasets(cfg: BuildConfig) -> tuple:
 
 
 SAMPLE_COLUMNS = ["shard", "row", "video_id", "frame_index", "dataset", "domain", "split", "label", "attack",
-                  "subject"]
+                  "subject", "flags"]  # flags: "truncated" for the frames of a video that ended early
 
 
 def sample_count(path: Path) -> int:
@@ -227,6 +276,7 @@ class BuildManifest(BuildTask):
         samples = pd.read_csv(self.input().path, dtype=str)
         rejects = pd.read_csv(shard_dir / "rejects.csv", dtype=str)
         sources = pd.concat([read_table(cfg.build_dir / "index" / f"{d}.csv") for d in sorted(cfg.datasets)])
+        rejected = rejects["action"] == "rejected"  # the others are flagged, their frames kept
         table_sha256 = {name: hashlib.sha256(write_csv(out / name, frame).encode()).hexdigest()
                         for name, frame in (("samples.csv", samples), ("rejects.csv", rejects),
                                             ("sources.csv", sources))}
@@ -245,8 +295,9 @@ class BuildManifest(BuildTask):
             "source_table_sha256": table_sha256["sources.csv"],
             "samples": int(len(samples)), "samples_table_sha256": table_sha256["samples.csv"],
             "shards": shards,
-            "rejects": {"frames": int((rejects["frame_index"].astype(int) >= 0).sum()),
-                        "videos": int((rejects["frame_index"].astype(int) < 0).sum()),
+            "rejects": {"frames": int(((rejects["frame_index"].astype(int) >= 0) & rejected).sum()),
+                        "videos": int(((rejects["frame_index"].astype(int) < 0) & rejected).sum()),
+                        "flagged_videos": int((~rejected).sum()),
                         "by_reason": _reason_counts(rejects), "table_sha256": table_sha256["rejects.csv"]},
             "counts": {f"{k[0]}/{k[1]}/{k[2]}": int(v)
                        for k, v in samples.groupby(["dataset", "split", "label"]).size().items()},

@@ -1,0 +1,150 @@
+"""Bad things that happen to real builds: a full disk (a real tmpfs where the test may mount one, else the
+free-space reading injected), a truncated video, a source changed after indexing, a cluster without workers,
+temporary files left by a kill. Each is named, loses nothing finished, and resumes to the same bytes."""
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.hashing import sha256_file
+
+from test_build import build, write_config
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, megabytes: int):
+    """A tmpfs of ``megabytes`` at ``path`` (yields a resize function), or None where mounting is not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)],
+                             capture_output=True).returncode == 0
+    try:
+        yield (lambda mb: subprocess.run(["mount", "-o", f"remount,size={mb}m", str(path)], check=True)) \
+            if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def shard_bytes(root: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted((root / "out/t/shards").glob("*.h5"))}
+
+
+def test_a_full_disk_while_shards_are_written_is_named_cleaned_up_and_resumes_identically(corpus, tmp_path,
+                                                                                        monkeypatch):
+    roots = {"msu": corpus / "msu"}
+    settings = {"face": {"size": 256}, "shards": {"samples_per_shard": 512}}
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    build(write_config(reference, roots, **settings))  # 32 samples: results and the shard about 19 MiB each
+    with small_disk(tmp_path / "disk", 30) as resize:
+        disk = tmp_path / "disk"
+        config = write_config(disk, roots, **settings)
+        if resize is None:  # no tmpfs here: the free-space reading says the disk is nearly full
+            import pipeline.shards
+            from pipeline.build import run_build
+            real = shutil.disk_usage
+            monkeypatch.setattr(pipeline.shards.shutil, "disk_usage",
+                                lambda p: real(p)._replace(free=5 << 20))
+            assert run_build(config, quiet=True) == 1
+            monkeypatch.setattr(pipeline.shards.shutil, "disk_usage", real)
+        else:
+            failed = build(config, check=False)
+            assert failed.returncode == 1
+            assert "shard-00000.h5: not enough free disk space to write this shard: it needs up to" in failed.stderr
+            assert "Segmentation fault" not in failed.stderr
+            resize(80)
+        shards = disk / "out/t/shards"
+        assert not list(shards.glob(".*")) and not list(shards.glob("*.h5"))  # no temporary shard keeps the disk full
+        assert len(list((disk / "out/t/videos").rglob("*.npz"))) == 16  # every finished video is kept
+        (shards / ".shard-00000.h5.k1ll3d.tmp.h5").write_bytes(b"left by a kill")
+        build(config)
+        assert not list(shards.glob(".*"))  # the next run removed the leftover
+        assert shard_bytes(disk) == shard_bytes(reference)
+
+
+def test_a_full_disk_during_extraction_names_the_videos(corpus, tmp_path):
+    with small_disk(tmp_path / "disk", 6) as resize:
+        if resize is None:
+            pytest.skip("mounting a tmpfs is not allowed here")
+        disk = tmp_path / "disk"
+        config = write_config(disk, {"msu": corpus / "msu"}, face={"size": 256})
+        failed = build(config, check=False)
+        assert failed.returncode == 1
+        report = failed.stderr[failed.stderr.rindex("could not be processed"):].splitlines()[1:]
+        listed = [line for line in report if line.startswith("  ")]
+        assert listed and all(line.strip().startswith("msu/scene01/") and "): [Errno 28] No space left" in line
+                              for line in listed), listed
+        assert not list((disk / "out/t/videos").rglob(".*.tmp*"))
+        resize(60)
+        build(config)
+        assert json.loads((disk / "manifests/t/manifest.json").read_text())["samples"] == 32
+
+
+def truncated_copy(corpus, tmp_path) -> tuple[Path, str]:
+    root = tmp_path / "casia"
+    shutil.copytree(corpus / "casia/train_release", root / "train_release")
+    victim = root / "train_release/1/1.avi"
+    victim.write_bytes(victim.read_bytes()[:int(victim.stat().st_size * 0.7)])  # 30% cut off
+    return root, "casia/train_release/1/1"
+
+
+def test_a_truncated_video_is_recorded_and_its_frames_flagged(corpus, tmp_path):
+    root, video = truncated_copy(corpus, tmp_path)
+    result = build(write_config(tmp_path, {"casia": root}))
+    assert "flagged: 1 video(s) whose frames are kept" in result.stdout
+    rejects = pd.read_csv(tmp_path / "manifests/t/rejects.csv")
+    row = rejects[rejects["video_id"] == video].iloc[0]
+    assert row["reason"] == "truncated: decoded 4 of the 6 frames the container claims"
+    assert row["action"] == "flagged (frames kept)" and row["frame_index"] == -1
+    samples = pd.read_csv(tmp_path / "manifests/t/samples.csv", keep_default_na=False)
+    assert set(samples.loc[samples["video_id"] == video, "flags"]) == {"truncated"}
+    assert set(samples.loc[samples["video_id"] != video, "flags"]) == {""}
+    manifest = json.loads((tmp_path / "manifests/t/manifest.json").read_text())
+    assert manifest["rejects"]["flagged_videos"] == 1 and manifest["rejects"]["videos"] == 0
+
+    strict = tmp_path / "strict"
+    strict.mkdir()
+    build(write_config(strict, {"casia": root}, frames={"policy": "even", "count": 2, "truncated": "reject"}))
+    rejects = pd.read_csv(strict / "manifests/t/rejects.csv")
+    assert rejects.set_index("video_id").loc[video, "action"] == "rejected"
+    assert video not in set(pd.read_csv(strict / "manifests/t/samples.csv")["video_id"])
+
+
+def test_a_source_changed_after_indexing_is_refused(corpus, tmp_path):
+    root = tmp_path / "msu"
+    shutil.copytree(corpus / "msu", root)
+    config = write_config(tmp_path, {"msu": root}, compute={"workers": 1, "device": "cpu"})
+    subprocess.run([sys.executable, "-c", "import luigi, sys; from pipeline.tasks import IndexSource; "
+                    f"sys.exit(not luigi.build([IndexSource(config={str(config)!r}, dataset='msu', quiet=True)], "
+                    "local_scheduler=True))"], check=True, timeout=120, capture_output=True)
+    victim = root / "scene01/attack/attack_client001_laptop_SD_ipad_video_scene01.mov"
+    other = root / "scene01/real/real_client001_laptop_SD_scene01.mov"
+    kept, indexed = victim.read_bytes(), sha256_file(victim)
+    shutil.copyfile(other, victim)  # another video copied over an indexed one
+    failed = build(config, check=False)
+    assert failed.returncode == 1
+    assert (f"{victim}: changed since it was indexed (sha256 now {sha256_file(other)}, the index says {indexed})"
+            in failed.stderr)
+    assert not list((tmp_path / "out/t/videos").rglob(f"*{indexed[:16]}*"))  # never built under the old hash
+    victim.write_bytes(kept)
+    build(config)
+    assert json.loads((tmp_path / "manifests/t/manifest.json").read_text())["samples"] == 32
+
+
+def test_a_cluster_without_workers_stops_the_build_naming_the_scheduler(corpus, tmp_path):
+    from dask.distributed import LocalCluster
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=None) as cluster:
+        config = write_config(tmp_path, {"msu": corpus / "msu"},
+                              compute={"scheduler": cluster.scheduler_address, "device": "cpu", "worker_timeout": 3})
+        start = time.monotonic()
+        failed = build(config, check=False)
+    assert failed.returncode == 1 and time.monotonic() - start < 120
+    assert f"no dask worker at {cluster.scheduler_address} for 3 s (compute.worker_timeout)" in failed.stderr
