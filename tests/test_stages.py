@@ -18,6 +18,7 @@ from pipeline.depth import (DEPTH_WEIGHTS, FAN_WEIGHTS, FACE_EDGE, generic_depth
                             resolve_backend, weights_dir)
 from pipeline.faces import Detection, FaceDetector, crop_face, crop_matrix, template, transform_points
 from pipeline.frames import VideoError, read_frames, select_indices
+from pipeline.hashing import sha256_file
 
 
 def test_frame_sampling_policies():
@@ -231,7 +232,7 @@ def test_extraction_with_the_face_alignment_backend(corpus, tmp_path):
     assert resolve_backend("face-alignment", str(tmp_path)) == "face-alignment"
     for relpath, label in (("scene01/real/real_client002_laptop_SD_scene01.mov", "live"),
                            ("scene01/attack/attack_client002_laptop_SD_printed_photo_scene01.mov", "spoof")):
-        job = VideoJob(f"msu/{relpath}", str(corpus / "msu" / relpath), label, "0" * 64 + label)
+        job = VideoJob(f"msu/{relpath}", str(corpus / "msu" / relpath), label, sha256_file(corpus / "msu" / relpath))
         summary = extract_video(job, config, "face-alignment", str(config.build_dir))
         arrays, rejects, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.npz")
         assert summary["samples"] + summary["rejected_frames"] == 2
@@ -259,11 +260,11 @@ def test_stored_depth_estimates_cover_attacks_while_the_target_stays_masked(corp
     assert plain.config_hash() != stored.config_hash()
     for relpath, label in (("scene01/real/real_client002_laptop_SD_scene01.mov", "live"),
                            ("scene01/attack/attack_client002_laptop_SD_printed_photo_scene01.mov", "spoof")):
-        job = VideoJob(f"msu/{relpath}", str(corpus / "msu" / relpath), label, "1" * 64)
+        job = VideoJob(f"msu/{relpath}", str(corpus / "msu" / relpath), label, sha256_file(corpus / "msu" / relpath))
         found = {}
         for config in (plain, stored):
             extract_video(job, config, "generic", str(config.build_dir))
-            found[config.name], _, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{'1' * 16}.npz")
+            found[config.name], _, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.npz")
         assert "depth_estimate" not in found["plain"] and len(found["stored"]["depth_estimate"]) == 2
         assert np.array_equal(found["plain"]["depth"], found["stored"]["depth"])
         assert np.array_equal(found["plain"]["rgb"], found["stored"]["rgb"])
