@@ -54,7 +54,9 @@ def summary(cfg) -> str:
              + ("; depth estimates stored" if "depth_estimate" in manifest.get("shard_datasets", ()) else "")
              + f"; config hash {manifest['config_hash'][:12]}",
              f"  skipped: {rejects['frames']} frame(s), {rejects['videos']} video(s); flagged: "
-             f"{rejects.get('flagged_videos', 0)} video(s) whose frames are kept (see rejects.csv)"]
+             f"{rejects.get('flagged_videos', 0)} video(s) whose frames are kept (see rejects.csv)",
+             "  turned upright: " + (", ".join(f"{n} video(s) by {d} degrees" for d, n in
+                                                manifest.get("rotated_videos", {}).items()) or "none")]
     lines += [f"    {n} x {reason}" for reason, n in rejects["by_reason"].items()]
     lines.append("  stage seconds (this and earlier runs): "
                  + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))

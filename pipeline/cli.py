@@ -42,6 +42,19 @@ def _cmd_audit(args) -> int:
     return 1 if problems else 0
 
 
+def _cmd_compare(args) -> int:
+    from .compare import Tolerances, compare, format_summary
+    summary, table = compare(args.build_a, args.build_b,
+                             Tolerances(args.max_missing, args.min_iou, args.max_pixel_diff))
+    print(format_summary(summary))
+    if args.out:
+        from .atomic import write_csv, write_json
+        write_csv(args.out, table)
+        write_json(args.out.with_suffix(".json"), summary)
+        print(f"per-sample table: {args.out}; summary: {args.out.with_suffix('.json')}")
+    return 1 if summary["reasons"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("build", type=Path, help="the build's manifest folder (data_manifests/<name>) or file")
     check.add_argument("--shard-dir", type=Path, default=None, help="where the shards are, if moved")
     check.set_defaults(run=_cmd_audit)
+
+    versus = commands.add_parser("compare", help="compare two builds of the same sources (exit 1 beyond tolerances)")
+    versus.add_argument("build_a", type=Path, help="a build's manifest folder")
+    versus.add_argument("build_b", type=Path, help="another build's manifest folder")
+    versus.add_argument("--max-missing", type=float, default=0.0,
+                        help="fraction of samples allowed in one build only (default 0)")
+    versus.add_argument("--min-iou", type=float, default=0.9, help="least mean box IoU (default 0.9)")
+    versus.add_argument("--max-pixel-diff", type=float, default=8.0,
+                        help="largest mean absolute difference of a channel set or map, 0-255 (default 8)")
+    versus.add_argument("--out", type=Path, default=None, help="write the per-sample table (CSV) and summary (JSON)")
+    versus.set_defaults(run=_cmd_compare)
     return parser
 
 

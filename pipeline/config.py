@@ -48,7 +48,8 @@ class FaceConfig:
     enlarged by ``padding`` on each side). ``template``: ``public`` (the public code's mean face, black outside
     the frame) or ``compact`` (this project's first template, edges replicated); see pipeline.faces.
     ``hsv``: ``pil`` (Pillow's conversion, H in 0-255, as RFM's code makes its HSV input) or ``opencv``
-    (H in 0-179)."""
+    (H in 0-179). ``orientation``: ``auto`` (a video whose faces are missing, unsure or upside down is tried
+    turned by 90, 180 and 270 degrees, and decoded upright when a turn finds its faces) or ``off``."""
 
     min_face_size: int = 40
     thresholds: tuple = (0.6, 0.7, 0.7)
@@ -60,6 +61,7 @@ class FaceConfig:
     max_side: int = 640  # frames are downscaled so that their longer side is at most this for detection
     template: str = "public"
     hsv: str = "pil"
+    orientation: str = "auto"
 
     def __post_init__(self):
         if self.crop not in ("aligned", "box"):
@@ -68,6 +70,8 @@ class FaceConfig:
             raise ValueError(f"face.template must be public or compact, not {self.template!r}")
         if self.hsv not in ("pil", "opencv"):
             raise ValueError(f"face.hsv must be pil or opencv, not {self.hsv!r}")
+        if self.orientation not in ("auto", "off"):
+            raise ValueError(f"face.orientation must be auto or off, not {self.orientation!r}")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from .atomic import atomic_path
 from .channels import channels
 from .config import BuildConfig
 from .depth import FanLandmarks, generic_depth, landmark_depth, to_uint8
-from .faces import FaceDetector, crop_face, crop_matrix, transform_points
+from .faces import FaceDetector, crop_face, crop_matrix, find_upright, transform_points
 from .frames import VideoError, read_frames, truncation
 from .hashing import sha256_file
 
@@ -85,13 +85,17 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
         _save(out, _empty(config), [(-1, truncated)], meta)
         return summarize(out, job)
     detector, fan = _models(config, backend)
-    detections = detector.detect(decoded.frames)
+    frames, detections = decoded.frames, detector.detect(decoded.frames)
+    if config.face.orientation == "auto":
+        turn, frames, detections = find_upright(detector, frames, detections, config.face.min_score)
+        meta["rotation"] = turn  # clockwise degrees the frames were turned to be upright
+    meta["rotation_tag"] = decoded.rotation_tag
     size, depth_size, store_estimate = config.face.size, config.depth.size, config.depth.store_estimate
     kept = {k: [] for k in ("rgb", "hsv", "lbp", "depth", "frame_index", "box", "landmarks", "score")}
     if store_estimate:
         kept["depth_estimate"] = []
     rejects, faces = [], []  # faces: (frame, index, detection, crop matrix)
-    for frame, index, det in zip(decoded.frames, decoded.indices, detections):
+    for frame, index, det in zip(frames, decoded.indices, detections):
         if det is None:
             rejects.append((index, "no face detected"))
         elif det.score < config.face.min_score:

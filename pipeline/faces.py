@@ -63,6 +63,39 @@ class FaceDetector:
         return found
 
 
+# clockwise turns that put a frame upright, tried when a video's faces look wrong the way they are
+TURNS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+CONFIDENT = 0.95  # a video whose every frame has an upright face at least this sure is not searched
+
+
+def is_upright(detection: Detection) -> bool:
+    """Whether the eyes are above the mouth corners in the frame."""
+    return detection.landmarks[:2, 1].mean() < detection.landmarks[3:, 1].mean()
+
+
+def orientation_quality(detections: list, min_score: float) -> tuple[int, float]:
+    """(frames with an upright face scoring at least ``min_score``, their mean score)."""
+    good = [d.score for d in detections if d is not None and d.score >= min_score and is_upright(d)]
+    return len(good), float(np.mean(good)) if good else 0.0
+
+
+def find_upright(detector: "FaceDetector", frames: list, detections: list, min_score: float):
+    """(clockwise degrees, frames, detections) of the orientation whose faces are most often found upright:
+    the frames as they are unless a face is missing, unsure or upside down (eyes below the mouth) and a turn by
+    90, 180 or 270 degrees finds more upright faces, or as many, surer by 0.02 on average."""
+    best = (0, frames, detections, orientation_quality(detections, min_score))
+    count, mean = best[3]
+    if count == len(frames) and mean >= CONFIDENT:
+        return best[:3]
+    for degrees, code in TURNS.items():
+        turned = [cv2.rotate(f, code) for f in frames]
+        found = detector.detect(turned)
+        quality = orientation_quality(found, min_score)
+        if quality[0] > best[3][0] or (quality[0] == best[3][0] > 0 and quality[1] > best[3][1] + 0.02):
+            best = (degrees, turned, found, quality)
+    return best[:3]
+
+
 def similarity(src: np.ndarray, dst: np.ndarray) -> SimilarityTransform:
     """Least-squares similarity transform (rotation, uniform scale, translation) mapping src to dst."""
     transform = SimilarityTransform.from_estimate(np.asarray(src, np.float64), np.asarray(dst, np.float64))

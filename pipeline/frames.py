@@ -24,6 +24,7 @@ class DecodedFrames:
     indices: list[int]
     decoded_count: int  # frames the decoder actually delivered
     header_count: int  # frames the container claims
+    rotation_tag: int = 0  # the container's rotation tag in degrees, already applied by OpenCV
 
 
 def select_indices(n_frames: int, config: FrameConfig) -> list[int]:
@@ -61,6 +62,7 @@ def read_frames(path: str | Path, config: FrameConfig) -> DecodedFrames:
         if not capture.isOpened():
             raise VideoError(f"{path}: OpenCV cannot open it as a video (corrupt or unsupported)")
         header = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        tag = int(capture.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
         count = 0
         while capture.grab():
             count += 1
@@ -71,6 +73,7 @@ def read_frames(path: str | Path, config: FrameConfig) -> DecodedFrames:
     wanted = select_indices(count, config)
     frames, got = [], []
     capture = cv2.VideoCapture(str(path))
+    capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)  # the container's rotation tag first (OpenCV's default too)
     try:
         index, targets = 0, iter(wanted)
         target = next(targets, None)
@@ -88,4 +91,4 @@ def read_frames(path: str | Path, config: FrameConfig) -> DecodedFrames:
     if got != wanted:
         raise VideoError(f"{path}: decoding is not repeatable (first pass {count} frames, second pass stopped "
                          f"at frame {index})")
-    return DecodedFrames(frames, got, count, header)
+    return DecodedFrames(frames, got, count, header, tag)

@@ -208,6 +208,7 @@ class WriteShards(BuildTask):
             rejects += [{"video_id": video_id, "frame_index": i, "reason": why, "action": "rejected"}
                         for i, why in video_rejects]
             flags = ""
+            rotation = (result_meta.get("rotation", 0) + result_meta.get("rotation_tag", 0)) % 360
             if result_meta.get("truncated") and cfg.frames.truncated == "keep":
                 flags = "truncated"
                 rejects.append({"video_id": video_id, "frame_index": -1, "reason": result_meta["truncated"],
@@ -227,7 +228,7 @@ class WriteShards(BuildTask):
                 rows += [{"shard": writer.path.name, "row": writer.filled - take + i, "video_id": video_id,
                           "frame_index": int(f), "dataset": dataset, "domain": meta["domain"], "split": meta["split"],
                           "label": meta["label"], "attack": meta["attack"], "subject": meta["subject"],
-                          "flags": flags}
+                          "flags": flags, "rotation": rotation}
                          for i, f in enumerate(samples["frame_index"][offset:offset + take])]
                 offset += take
                 written += take
@@ -244,8 +245,10 @@ def optional_datasets(cfg: BuildConfig) -> tuple:
     return ("depth_estimate",) if cfg.depth.store_estimate else ()
 
 
+# flags: "truncated" for the frames of a video that ended early; rotation: clockwise degrees its frames were
+# turned to be upright (the container's tag and the turn the detector found)
 SAMPLE_COLUMNS = ["shard", "row", "video_id", "frame_index", "dataset", "domain", "split", "label", "attack",
-                  "subject", "flags"]  # flags: "truncated" for the frames of a video that ended early
+                  "subject", "flags", "rotation"]
 
 
 def sample_count(path: Path) -> int:
@@ -299,6 +302,8 @@ class BuildManifest(BuildTask):
                         "videos": int(((rejects["frame_index"].astype(int) < 0) & rejected).sum()),
                         "flagged_videos": int((~rejected).sum()),
                         "by_reason": _reason_counts(rejects), "table_sha256": table_sha256["rejects.csv"]},
+            "rotated_videos": {str(k): int(v) for k, v in samples.drop_duplicates("video_id")
+                               .query("rotation != '0'")["rotation"].value_counts().sort_index().items()},
             "counts": {f"{k[0]}/{k[1]}/{k[2]}": int(v)
                        for k, v in samples.groupby(["dataset", "split", "label"]).size().items()},
         }

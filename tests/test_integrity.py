@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -148,3 +149,102 @@ def test_a_cluster_without_workers_stops_the_build_naming_the_scheduler(corpus, 
         failed = build(config, check=False)
     assert failed.returncode == 1 and time.monotonic() - start < 120
     assert f"no dask worker at {cluster.scheduler_address} for 3 s (compute.worker_timeout)" in failed.stderr
+
+
+def test_compare_tells_a_rebuilt_cache_from_a_different_one(corpus, tmp_path):
+    from pipeline.compare import Tolerances, compare
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    build(write_config(first, {"msu": corpus / "msu"}))
+    build(write_config(second, {"msu": corpus / "msu"}, face={"size": 96, "max_side": 200}))  # another detector scale
+    a, b = first / "manifests/t", second / "manifests/t"
+    same, per_sample = compare(a, a)
+    assert same["reasons"] == [] and same["common"] == 32 and (per_sample.drop(columns=["video_id", "frame_index",
+                                                                                         "box_iou"]) == 0).all().all()
+    assert (per_sample["box_iou"] == 1).all()
+    summary, per_sample = compare(a, b)
+    assert summary["common"] == 32 and summary["only_a"] == summary["only_b"] == 0
+    assert summary["metadata_difference_count"] == 0
+    assert 0.5 < summary["box_iou"]["mean"] < 1 and summary["rgb_mad"]["mean"] > 0  # rebuilt, not identical
+    strict = compare(a, b, Tolerances(min_iou=0.999))[0]
+    assert any(r.startswith("mean box IoU") for r in strict["reasons"])
+    edited = tmp_path / "edited"
+    shutil.copytree(b, edited)
+    table = pd.read_csv(edited / "samples.csv", keep_default_na=False)
+    victim = table.index[table["label"] == "spoof"][0]
+    table.loc[victim, "label"] = "live"
+    table.drop(index=[victim + 1]).to_csv(edited / "samples.csv", index=False)
+    done = subprocess.run([sys.executable, "-m", "pipeline", "compare", str(a), str(edited)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1, done.stdout
+    assert f"{table.loc[victim, 'video_id']}#{table.loc[victim, 'frame_index']}: label 'spoof' vs 'live'" in done.stdout
+    assert "31 in both, 1 only in A, 0 only in B" in done.stdout and "verdict: different caches" in done.stdout
+
+
+def write_clip(path: Path, frames: list) -> None:
+    """A short MJPEG clip of RGB frames."""
+    import cv2
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15, (w, h))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def face_clip(image, n=6) -> list:
+    """Frames of a real face photograph drifting slowly."""
+    import numpy as np
+    return [np.ascontiguousarray(np.roll(image, (2 * k, 3 * k), axis=(0, 1))) for k in range(n)]
+
+
+def test_rotated_videos_are_decoded_upright_and_recorded(corpus, tmp_path):
+    import cv2
+    import numpy as np
+    from skimage import data
+    from pipeline.config import BuildConfig, DepthConfig, FaceConfig, FrameConfig
+    from pipeline.extract import VideoJob, extract_video, load_result, result_path
+    astronaut = cv2.resize(data.astronaut()[:300, 100:400], (240, 240))  # a real face photograph
+    person = cv2.cvtColor(cv2.resize((data.lfw_subset()[0] * 255).astype(np.uint8), (200, 200),
+                                     interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2RGB)  # another person
+    clips = {"upright": face_clip(astronaut), "person": face_clip(person)}
+    clips["upside_down"] = [cv2.rotate(f, cv2.ROTATE_180) for f in clips["upright"]]
+    clips["quarter"] = [cv2.rotate(f, cv2.ROTATE_90_CLOCKWISE) for f in clips["person"]]
+    config = BuildConfig(name="r", datasets={"msu": str(tmp_path)}, output_dir=str(tmp_path / "out"), frames=FrameConfig(count=4),
+                         face=FaceConfig(size=64), depth=DepthConfig(backend="generic"))
+    found = {}
+    for name, frames in clips.items():
+        write_clip(tmp_path / f"{name}.avi", frames)
+        job = VideoJob(name, str(tmp_path / f"{name}.avi"), "live", sha256_file(tmp_path / f"{name}.avi"))
+        extract_video(job, config, "generic", str(config.build_dir))
+        found[name] = load_result(result_path(config.build_dir, job))
+    assert [found[n][2]["rotation"] for n in clips] == [0, 0, 180, 270]  # clockwise turns that put them upright
+    for turned, upright in (("upside_down", "upright"), ("quarter", "person")):
+        a, b = found[turned][0]["rgb"], found[upright][0]["rgb"]
+        assert len(a) == len(b) == 4  # every frame's face found once upright
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 12  # the same upright crops
+        assert np.abs(a.astype(int) - b[..., ::-1, :].astype(int)).mean() > 20  # not an upside-down copy
+    off = replace(config, name="off", face=replace(config.face, orientation="off"))
+    job = VideoJob("upside_down", str(tmp_path / "upside_down.avi"), "live", sha256_file(tmp_path / "upside_down.avi"))
+    extract_video(job, off, "generic", str(off.build_dir))
+    arrays, rejects, meta = load_result(result_path(off.build_dir, job))
+    assert "rotation" not in meta and len(arrays["rgb"]) < 4  # switched off: nothing turned
+
+
+def test_a_build_records_rotated_videos(corpus, tmp_path):
+    import cv2
+    from pipeline.frames import read_frames
+    from pipeline.config import FrameConfig
+    root = tmp_path / "msu"
+    shutil.copytree(corpus / "msu", root)
+    victim = root / "scene01/real/real_client001_laptop_SD_scene01.mov"
+    frames = read_frames(victim, FrameConfig(policy="all")).frames
+    victim.unlink()
+    write_clip(victim.with_suffix(".avi"), [cv2.rotate(f, cv2.ROTATE_180) for f in frames])
+    victim.with_suffix(".avi").rename(victim)  # the same name, recorded upside down
+    result = build(write_config(tmp_path, {"msu": root}))
+    assert "turned upright: 1 video(s) by 180 degrees" in result.stdout
+    samples = pd.read_csv(tmp_path / "manifests/t/samples.csv", keep_default_na=False)
+    rotated = samples.groupby("video_id")["rotation"].first()
+    assert rotated["msu/scene01/real/real_client001_laptop_SD_scene01"] == 180 and (rotated == 180).sum() == 1
+    assert json.loads((tmp_path / "manifests/t/manifest.json").read_text())["rotated_videos"] == {"180": 1}
