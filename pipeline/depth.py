@@ -1,10 +1,12 @@
 """PRNet-style depth maps: 3D face points, triangulated, rendered with a z-buffer into the crop's frame.
 
-Two sources of 3D points:
+Three sources of 3D points:
 
 - ``face-alignment``: the 68 3D landmarks of face-alignment's FAN (``LandmarksType.THREE_D``): FAN gives
   x, y and the depth network z. Weights are read from ``weights_dir`` or the torch hub cache
   (``$TORCH_HOME/hub/checkpoints``); nothing is downloaded.
+- ``mediapipe``: Face Mesh's 468 3D landmarks of the aligned crop (:mod:`pipeline.face_mesh`), forehead to
+  chin, from the model file bundled in the wheel; a crop it cannot fit gets the configured fallback.
 - ``generic``: a fixed, smooth 3D face surface (ellipsoidal head with nose ridge, eye sockets, lips and
   forehead), registered to MTCNN's five landmarks by a similarity transform. It needs no weights; it
   knows nothing of a person's real shape, and every shard records that it was used.
@@ -21,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 from scipy.spatial import Delaunay, QhullError
+
+from . import face_mesh
 from .faces import UNIT_TEMPLATE, similarity
+from .hashing import sha256_file
 
 FAN_WEIGHTS = "3DFAN4-7835d9f11d.pth.tar"  # the file names face-alignment 1.5 caches them under
 DEPTH_WEIGHTS = "depth-2a464da4ea.pth.tar"
@@ -103,9 +108,10 @@ def generic_depth(landmarks: np.ndarray, crop_size: int, size: int) -> np.ndarra
     return render_depth(np.column_stack([xy, z]), triangles, size)
 
 
-def landmark_depth(landmarks68: np.ndarray, crop_size: int, size: int) -> np.ndarray:
-    """Depth map of 68 3D landmarks (x, y in crop pixels, z from face-alignment: larger = farther)."""
-    pts = np.asarray(landmarks68, np.float64).copy()
+def landmark_depth(landmarks: np.ndarray, crop_size: int, size: int) -> np.ndarray:
+    """Depth map of 3D landmarks (68 of face-alignment or 468 of Face Mesh; x, y in crop pixels, z larger =
+    farther)."""
+    pts = np.asarray(landmarks, np.float64).copy()
     pts[:, :2] *= size / crop_size
     pts[:, 2] = -pts[:, 2] * (size / crop_size)  # face-alignment's z grows away from the camera
     try:
@@ -129,20 +135,35 @@ def fan_weights_present(configured: str | None) -> bool:
 
 
 def resolve_backend(backend: str, configured_dir: str | None) -> str:
-    """The backend a build will use: ``auto`` picks face-alignment when its weights are present."""
+    """The backend a build will use: ``auto`` picks face-alignment when its weights are present, else
+    mediapipe when it is installed with its model, else generic (with a loud warning)."""
     if backend == "face-alignment" and not fan_weights_present(configured_dir):
         folder = weights_dir(configured_dir)
         raise FileNotFoundError(f"face-alignment weights not found: need {folder / FAN_WEIGHTS} and "
                                 f"{folder / DEPTH_WEIGHTS} (set depth.weights_dir or TORCH_HOME; nothing is "
-                                f"downloaded). Or choose depth.backend: generic.")
+                                f"downloaded). Or choose depth.backend: mediapipe.")
+    if backend == "mediapipe":
+        face_mesh.model_sha256()  # a clear error naming the model file when it cannot be used
     if backend == "auto":
         if fan_weights_present(configured_dir):
             return "face-alignment"
-        warnings.warn(f"face-alignment weights not found in {weights_dir(configured_dir)}: depth maps will come "
-                      f"from the GENERIC face surface registered to five landmarks, not from 3D landmarks. "
-                      f"Set depth.backend: generic to silence this, or provide the weights.", stacklevel=2)
+        if face_mesh.available():
+            return "mediapipe"
+        warnings.warn(f"neither face-alignment weights (in {weights_dir(configured_dir)}) nor mediapipe's Face Mesh "
+                      f"model are available: depth maps will come from the GENERIC face surface registered to five "
+                      f"landmarks, not from 3D landmarks. Set depth.backend: generic to silence this.", stacklevel=2)
         return "generic"
     return backend
+
+
+def backend_model(backend: str, configured_dir: str | None) -> dict:
+    """The model files a backend's depth maps come from, with their sha256 (recorded in shards and manifest)."""
+    if backend == "mediapipe":
+        return {"mediapipe/" + "/".join(face_mesh.MODEL): face_mesh.model_sha256()}
+    if backend == "face-alignment":
+        folder = weights_dir(configured_dir)
+        return {name: sha256_file(folder / name) for name in (FAN_WEIGHTS, DEPTH_WEIGHTS)}
+    return {}
 
 
 class FanLandmarks:

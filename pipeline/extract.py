@@ -18,6 +18,7 @@ from .atomic import atomic_path
 from .channels import channels
 from .config import BuildConfig
 from .depth import FanLandmarks, generic_depth, landmark_depth, to_uint8
+from .face_mesh import FaceMeshLandmarks
 from .faces import FaceDetector, crop_face, crop_matrix, find_upright, transform_points
 from .frames import VideoError, read_frames, truncation
 from .hashing import sha256_file
@@ -56,9 +57,10 @@ def _models(config: BuildConfig, backend: str):
         torch.set_num_threads(max(1, config.compute.threads_per_worker))
         device = resolve_device(config.compute.device)
         detector = FaceDetector(config.face, device)
-        fan = FanLandmarks(config.depth.weights_dir, device) if backend == "face-alignment" else None
+        landmarks = (FanLandmarks(config.depth.weights_dir, device) if backend == "face-alignment"
+                     else FaceMeshLandmarks() if backend == "mediapipe" else None)
         _MODELS.clear()
-        _MODELS[key] = (detector, fan)
+        _MODELS[key] = (detector, landmarks)
     return _MODELS[key]
 
 
@@ -84,14 +86,14 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
     if truncated and config.frames.truncated == "reject":
         _save(out, _empty(config), [(-1, truncated)], meta)
         return summarize(out, job)
-    detector, fan = _models(config, backend)
+    detector, landmarks = _models(config, backend)
     frames, detections = decoded.frames, detector.detect(decoded.frames)
     if config.face.orientation == "auto":
         turn, frames, detections = find_upright(detector, frames, detections, config.face.min_score)
         meta["rotation"] = turn  # clockwise degrees the frames were turned to be upright
     meta["rotation_tag"] = decoded.rotation_tag
     size, depth_size, store_estimate = config.face.size, config.depth.size, config.depth.store_estimate
-    kept = {k: [] for k in ("rgb", "hsv", "lbp", "depth", "frame_index", "box", "landmarks", "score")}
+    kept = {k: [] for k in ("rgb", "hsv", "lbp", "depth", "frame_index", "box", "landmarks", "score", "depth_source")}
     if store_estimate:
         kept["depth_estimate"] = []
     rejects, faces = [], []  # faces: (frame, index, detection, crop matrix)
@@ -106,18 +108,20 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
             except ValueError as err:
                 rejects.append((index, str(err)))
     live = job.label == "live"
-    estimates = _depth_estimates(faces, fan, size, depth_size) if live or store_estimate else [None] * len(faces)
+    crops = [crop_face(frame, matrix, size, config.face.template) for frame, _, _, matrix in faces]
+    estimates = (_depth_estimates(faces, crops, backend, landmarks, config) if live or store_estimate
+                 else [(None, "none")] * len(faces))
     blank = np.zeros((depth_size, depth_size), np.uint8)
-    for (frame, index, det, matrix), estimate in zip(faces, estimates):
-        if isinstance(estimate, str):
-            rejects.append((index, estimate))
+    for (frame, index, det, matrix), crop, (estimate, source) in zip(faces, crops, estimates):
+        if estimate is None and source != "none":  # no map could be made, and the config says reject
+            rejects.append((index, source))
             continue
-        crop = crop_face(frame, matrix, size, config.face.template)
         for name, array in channels(crop, config.face.hsv).items():
             kept[name].append(array)
         kept["depth"].append((estimate if live else blank)[None])
         if store_estimate:
             kept["depth_estimate"].append(estimate[None])
+        kept["depth_source"].append(source)
         kept["frame_index"].append(index)
         kept["box"].append(det.box.astype(np.float32))
         kept["landmarks"].append(det.landmarks.astype(np.float32))
@@ -126,27 +130,50 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
         rejects.append((-1, f"no usable frame among {len(decoded.indices)} sampled"))
         arrays = _empty(config)
     else:
-        arrays = {k: np.stack(v) for k, v in kept.items()}
+        arrays = {k: np.stack(v) for k, v in kept.items() if k != "depth_source"}
         arrays["frame_index"] = arrays["frame_index"].astype(np.int32)
+        arrays["depth_source"] = np.array(kept["depth_source"], dtype="U32")
     _save(out, arrays, rejects, meta)
     return summarize(out, job)
 
 
-def _depth_estimates(faces: list, fan, size: int, depth_size: int) -> list:
-    """uint8 depth maps of a video's kept faces, whatever their label: the 3D landmarks of face-alignment (all
-    faces of the video in one batch) or the generic surface, in the crop's frame. A face whose landmarks
-    cannot be triangulated gets the reason (a string) instead of a map."""
-    if fan is None:
-        return [to_uint8(generic_depth(transform_points(det.landmarks, m), size, depth_size)) for _, _, det, m in faces]
-    maps = []
-    for points, (_, _, _, matrix) in zip(fan.predict([f[0] for f in faces], [f[2].box for f in faces]), faces):
-        points[:, :2] = transform_points(points[:, :2], matrix)
-        points[:, 2] *= np.sqrt(abs(np.linalg.det(matrix[:, :2])))  # the crop's scale applies to depth too
+def _depth_estimates(faces: list, crops: list, backend: str, landmarks, config: BuildConfig) -> list:
+    """(uint8 depth map, what made it) of each of a video's kept faces, whatever their label: the 3D landmarks
+    of face-alignment (the video's faces in one batch) or of Face Mesh (on each crop), or the generic surface,
+    in the crop's frame. A face whose landmarks cannot be used gets the generic surface with the reason in its
+    source (``depth.fallback: generic``), or (None, reason) (``reject``)."""
+    size, depth_size = config.face.size, config.depth.size
+
+    def generic(det, matrix):
+        return to_uint8(generic_depth(transform_points(det.landmarks, matrix), size, depth_size))
+
+    def rendered(points, det, matrix):
         try:
-            maps.append(to_uint8(landmark_depth(points, size, depth_size)))
+            return to_uint8(landmark_depth(points, size, depth_size)), backend
         except ValueError as err:
-            maps.append(str(err))
-    return maps
+            return fallback(det, matrix, str(err))
+
+    def fallback(det, matrix, why: str):
+        if config.depth.fallback == "reject":
+            return None, why
+        return generic(det, matrix), f"generic fallback: {why}"
+
+    if backend == "mediapipe":
+        out = []
+        for crop, (_, _, det, matrix) in zip(crops, faces):
+            points = landmarks.predict(crop)
+            out.append(rendered(points, det, matrix) if points is not None
+                       else fallback(det, matrix, "Face Mesh found no face in the crop"))
+        return out
+    if backend == "face-alignment":
+        out = []
+        for points, (_, _, det, matrix) in zip(landmarks.predict([f[0] for f in faces], [f[2].box for f in faces]),
+                                               faces):
+            points[:, :2] = transform_points(points[:, :2], matrix)
+            points[:, 2] *= np.sqrt(abs(np.linalg.det(matrix[:, :2])))  # the crop's scale applies to depth too
+            out.append(rendered(points, det, matrix))
+        return out
+    return [(generic(det, matrix), "generic") for _, _, det, matrix in faces]
 
 
 def load_result(path: Path) -> tuple[dict, list, dict]:
@@ -174,6 +201,7 @@ def _empty(config: BuildConfig) -> dict:
     estimate = {"depth_estimate": np.zeros((0, 1, d, d), np.uint8)} if config.depth.store_estimate else {}
     return {**estimate, "rgb": np.zeros((0, 3, s, s), np.uint8), "hsv": np.zeros((0, 3, s, s), np.uint8),
             "lbp": np.zeros((0, 3, s, s), np.uint8), "depth": np.zeros((0, 1, d, d), np.uint8),
+            "depth_source": np.zeros(0, "U32"),
             "frame_index": np.zeros(0, np.int32), "box": np.zeros((0, 4), np.float32),
             "landmarks": np.zeros((0, 5, 2), np.float32), "score": np.zeros(0, np.float32)}
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .atomic import write_csv, write_json
 from .config import BuildConfig, load_config
-from .depth import resolve_backend
+from .depth import backend_model, resolve_backend
 from .extract import SourceChanged, VideoJob, extract_video, load_result, result_path
 from .hashing import content_sha256, sha256_file
 from .identity import check_outputs, claim_build_dir
@@ -200,6 +200,7 @@ class WriteShards(BuildTask):
                 videos.append((dataset, row.video_id, cfg.build_dir / "videos" / row.result, table.loc[row.video_id]))
         total = sum(sample_count(path) for _, _, path, _ in videos)
         backend = depth_backend(cfg)
+        model = json.dumps(backend_model(backend, cfg.depth.weights_dir), sort_keys=True)
         per = cfg.shards.samples_per_shard
         rows, rejects, writer, written = [], [], None, 0
         for dataset, video_id, path, meta in tqdm(videos, unit="video", desc="shards", disable=self.quiet,
@@ -219,7 +220,8 @@ class WriteShards(BuildTask):
                 if writer is None:
                     number = written // per
                     attrs = {"config_hash": cfg.config_hash(), "build": cfg.name, "shard": number,
-                             "depth_backend": backend, "first_sample": f"{video_id}#{samples['frame_index'][offset]}"}
+                             "depth_backend": backend, "depth_model": model,
+                             "first_sample": f"{video_id}#{samples['frame_index'][offset]}"}
                     writer = ShardWriter(cfg.build_dir / "shards" / f"shard-{number:05d}.h5", min(per, total - written),
                                          cfg.face.size, cfg.depth.size, attrs, cfg.shards.compression,
                                          optional_datasets(cfg))
@@ -228,8 +230,9 @@ class WriteShards(BuildTask):
                 rows += [{"shard": writer.path.name, "row": writer.filled - take + i, "video_id": video_id,
                           "frame_index": int(f), "dataset": dataset, "domain": meta["domain"], "split": meta["split"],
                           "label": meta["label"], "attack": meta["attack"], "subject": meta["subject"],
-                          "flags": flags, "rotation": rotation}
-                         for i, f in enumerate(samples["frame_index"][offset:offset + take])]
+                          "flags": flags, "rotation": rotation, "depth_source": str(source)}
+                         for i, (f, source) in enumerate(zip(samples["frame_index"][offset:offset + take],
+                                                             samples["depth_source"][offset:offset + take]))]
                 offset += take
                 written += take
                 if writer.filled == writer.n:
@@ -246,9 +249,10 @@ def optional_datasets(cfg: BuildConfig) -> tuple:
 
 
 # flags: "truncated" for the frames of a video that ended early; rotation: clockwise degrees its frames were
-# turned to be upright (the container's tag and the turn the detector found)
+# turned to be upright (the container's tag and the turn the detector found); depth_source: what made the
+# sample's depth map (the target of a live face, the stored estimate of an attack; "none" when no map was made)
 SAMPLE_COLUMNS = ["shard", "row", "video_id", "frame_index", "dataset", "domain", "split", "label", "attack",
-                  "subject", "flags", "rotation"]
+                  "subject", "flags", "rotation", "depth_source"]
 
 
 def sample_count(path: Path) -> int:
@@ -291,7 +295,10 @@ class BuildManifest(BuildTask):
         manifest = {
             "build": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
             "code": code_version(), "packages": package_versions(),
-            "depth_backend": depth_backend(cfg), "shard_dir": str(shard_dir.resolve()),
+            "depth_backend": depth_backend(cfg), "depth_model": backend_model(depth_backend(cfg), cfg.depth.weights_dir),
+            "depth_sources": {k: int(v) for k, v in samples["depth_source"].str.split(":").str[0]
+                              .value_counts().sort_index().items()},
+            "shard_dir": str(shard_dir.resolve()),
             "shard_datasets": list(PER_SAMPLE + optional_datasets(cfg)), "label_polarity": LABELS, "attack_values": ATTACKS, "domain_values": DOMAINS,
             "sources": {d: {"root": str(Path(cfg.datasets[d]).resolve()),
                             "videos": int((sources["dataset"] == d).sum())} for d in sorted(cfg.datasets)},
