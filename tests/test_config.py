@@ -33,7 +33,7 @@ def test_the_full_template_serves_every_protocol_and_the_video_method():
 def test_bad_build_configs_name_the_file_and_the_field(tmp_path):
     good = yaml.safe_load((ROOT / "configs/build/demo.yaml").read_text())
     cases = [({**good, "frame": {"count": 2}}, r"unknown key\(s\) \['frame'\] in BuildConfig"),
-             ({**good, "depth": {"backend": "prnet"}}, "depth.backend must be auto, face-alignment or generic"),
+             ({**good, "depth": {"backend": "prnet"}}, "depth.backend must be auto, face-alignment, mediapipe or generic"),
              ({**good, "depth": {"store_estimates": True}}, r"unknown key\(s\) \['store_estimates'\] in DepthConfig"),
              ({**good, "datasets": {"casia": "/x", "siw": "/y"}}, r"unknown \['siw'\]")]
     for number, (raw, message) in enumerate(cases):

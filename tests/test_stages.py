@@ -156,8 +156,13 @@ def test_face_alignment_weights_load_from_a_folder_or_torch_home(tmp_path, monke
     from pipeline.depth import FanLandmarks
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     assert weights_dir(None) == tmp_path / "torch" / "hub" / "checkpoints"
-    with pytest.warns(UserWarning, match="GENERIC face surface"):
+    assert resolve_backend("auto", None) == "mediapipe"  # no face-alignment weights: Face Mesh, offline
+    from pipeline import face_mesh
+    monkeypatch.setattr(face_mesh, "available", lambda: False)
+    with pytest.warns(UserWarning, match="GENERIC face surface"):  # neither: the last fallback, loudly
         assert resolve_backend("auto", None) == "generic"
+    monkeypatch.undo()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(FileNotFoundError, match=FAN_WEIGHTS):
         resolve_backend("face-alignment", None)
     # weights of the right shapes, written here (the real ones cannot be downloaded)
