@@ -18,21 +18,22 @@ def full_precision(x: torch.Tensor) -> torch.Tensor:
     return x.to(_full(x))
 
 
+def _in_float32(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, op) -> torch.Tensor:
+    """``op(x, weight, bias)`` with autocast off, in float32 (or float64 when ``x`` is)."""
+    dtype = _full(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return op(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
+
+
 class Float32Linear(nn.Linear):
     """``nn.Linear`` computed in (at least) float32 whatever the autocast state."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = _full(x)
-        with torch.autocast(x.device.type, enabled=False):
-            bias = None if self.bias is None else self.bias.to(dtype)
-            return F.linear(x.to(dtype), self.weight.to(dtype), bias)
+        return _in_float32(x, self.weight, self.bias, F.linear)
 
 
 class Float32Conv2d(nn.Conv2d):
     """``nn.Conv2d`` computed in (at least) float32 whatever the autocast state."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = _full(x)
-        with torch.autocast(x.device.type, enabled=False):
-            bias = None if self.bias is None else self.bias.to(dtype)
-            return self._conv_forward(x.to(dtype), self.weight.to(dtype), bias)
+        return _in_float32(x, self.weight, self.bias, self._conv_forward)
