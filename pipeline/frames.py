@@ -1,7 +1,9 @@
 """Frame decoding with OpenCV and the deterministic sampling policy.
 
-Container frame counts can lie, so a video is first counted by grabbing every frame, then the selected
-frames are decoded in a second pass. Errors name the file.
+Decoding is one pass in the common case: the frames are selected from the container's frame count and decoded
+while every frame is grabbed and counted; when the count the decoder delivers differs from the container's
+(it lied, or the file ends early), the selection is made again on the true count and decoded in a second
+pass. Errors name the file.
 """
 from __future__ import annotations
 
@@ -57,38 +59,42 @@ def read_frames(path: str | Path, config: FrameConfig) -> DecodedFrames:
         raise VideoError(f"{path}: source video is missing")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: zero-length file")
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            raise VideoError(f"{path}: OpenCV cannot open it as a video (corrupt or unsupported)")
-        header = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        tag = int(capture.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
-        count = 0
-        while capture.grab():
-            count += 1
-    finally:
-        capture.release()
+    capture = _open(path)
+    header = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    tag = int(capture.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
+    wanted = select_indices(header, config)
+    frames, got, count = _decode_pass(path, capture, wanted)
     if count == 0:
         raise VideoError(f"{path}: no frame could be decoded (header claims {header})")
-    wanted = select_indices(count, config)
-    frames, got = [], []
+    if count != header:  # the container's count is wrong: select on the frames that are really there
+        wanted = select_indices(count, config)
+        frames, got, again = _decode_pass(path, _open(path), wanted)
+        if again != count or got != wanted:
+            raise VideoError(f"{path}: decoding is not repeatable (first pass {count} frames, second pass {again})")
+    return DecodedFrames(frames, got, count, header, tag)
+
+
+def _open(path: Path) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise VideoError(f"{path}: OpenCV cannot open it as a video (corrupt or unsupported)")
     capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)  # the container's rotation tag first (OpenCV's default too)
+    return capture
+
+
+def _decode_pass(path: Path, capture: cv2.VideoCapture, wanted: list[int]) -> tuple[list, list, int]:
+    """(RGB frames at ``wanted``, their indices, frames grabbed in all): one pass over the whole video."""
+    targets, frames, got, index = set(wanted), [], [], 0
     try:
-        index, targets = 0, iter(wanted)
-        target = next(targets, None)
-        while target is not None and capture.grab():
-            if index == target:
+        while capture.grab():
+            if index in targets:
                 ok, frame = capture.retrieve()
                 if not ok:
                     raise VideoError(f"{path}: frame {index} could be grabbed but not decoded")
                 frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
                 got.append(index)
-                target = next(targets, None)
             index += 1
     finally:
         capture.release()
-    if got != wanted:
-        raise VideoError(f"{path}: decoding is not repeatable (first pass {count} frames, second pass stopped "
-                         f"at frame {index})")
-    return DecodedFrames(frames, got, count, header, tag)
+    return frames, got, index

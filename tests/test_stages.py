@@ -40,6 +40,22 @@ def test_read_frames_decodes_the_selected_frames(corpus):
     assert np.array_equal(picked.frames[1], every.frames[4]) and picked.frames[0].shape == (270, 480, 3)
 
 
+def test_decoding_is_one_pass_unless_the_container_lies(corpus, tmp_path, monkeypatch):
+    import pipeline.frames
+    opened = []
+    real_open = pipeline.frames._open
+    monkeypatch.setattr(pipeline.frames, "_open", lambda path: opened.append(path) or real_open(path))
+    path = corpus / "oulu/Train_files/2_2_01_1.avi"
+    decoded = read_frames(path, FrameConfig(policy="even", count=2))
+    assert opened == [path] and decoded.indices == [1, 4]  # the header's 6 frames were there: one pass
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(path.read_bytes()[:int(path.stat().st_size * 0.7)])
+    opened.clear()
+    short = read_frames(cut, FrameConfig(policy="even", count=2))
+    assert opened == [cut, cut] and (short.header_count, short.decoded_count) == (6, 4)
+    assert short.indices == [1, 3]  # selected again on the 4 frames that are really there
+
+
 def test_bad_videos_raise_errors_naming_the_file(tmp_path, corpus):
     empty = tmp_path / "empty.avi"
     empty.write_bytes(b"")
