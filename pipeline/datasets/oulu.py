@@ -1,7 +1,11 @@
 """OULU-NPU: ``Train_files/ Dev_files/ Test_files/`` with ``<phone>_<session>_<user>_<file>.avi``."""
 from __future__ import annotations
 
-from .base import DatasetIndexer, VideoRecord, match, split_parts
+import warnings
+from pathlib import Path
+
+from .base import DatasetIndexer, IndexWarning, VideoRecord, match, split_parts
+from .oulu_protocols import check_protocol_files
 
 _SPLITS = {"train_files": ("train", range(1, 21)),
            "dev_files": ("devel", range(21, 36)),
@@ -25,6 +29,20 @@ class OuluIndexer(DatasetIndexer):
 
     def split_dirs(self):
         return ("Train_files", "Dev_files", "Test_files")
+
+    def prepare(self, root):
+        """Check the copy's ``Protocols/`` lists, when it has them, against the protocols' rules; every
+        disagreement is a warning naming the file and line."""
+        if not (Path(root) / "Protocols").is_dir():
+            return []
+        problems = check_protocol_files(root)
+        if problems:
+            shown = "\n".join(f"    {p}" for p in problems[:20])
+            more = f"\n    ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            warnings.warn(f"{root}: the Protocols/ lists disagree with OULU-NPU's protocol rules in "
+                          f"{len(problems)} place(s):\n{shown}{more}", IndexWarning, stacklevel=4)
+            return [f"Protocols/: {len(problems)} disagreement(s) with the protocol rules (see the warning)"]
+        return ["Protocols/: every list of protocols 1-4 agrees with the protocol rules"]
 
     def place(self, relpath):
         parts = split_parts(relpath)
