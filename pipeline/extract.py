@@ -132,7 +132,7 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
     else:
         arrays = {k: np.stack(v) for k, v in kept.items() if k != "depth_source"}
         arrays["frame_index"] = arrays["frame_index"].astype(np.int32)
-        arrays["depth_source"] = np.array(kept["depth_source"], dtype="U32")
+        arrays["depth_source"] = np.array(kept["depth_source"], dtype=str)  # sized to the longest reason
     _save(out, arrays, rejects, meta)
     return summarize(out, job)
 
@@ -201,7 +201,7 @@ def _empty(config: BuildConfig) -> dict:
     estimate = {"depth_estimate": np.zeros((0, 1, d, d), np.uint8)} if config.depth.store_estimate else {}
     return {**estimate, "rgb": np.zeros((0, 3, s, s), np.uint8), "hsv": np.zeros((0, 3, s, s), np.uint8),
             "lbp": np.zeros((0, 3, s, s), np.uint8), "depth": np.zeros((0, 1, d, d), np.uint8),
-            "depth_source": np.zeros(0, "U32"),
+            "depth_source": np.zeros(0, dtype=str),
             "frame_index": np.zeros(0, np.int32), "box": np.zeros((0, 4), np.float32),
             "landmarks": np.zeros((0, 5, 2), np.float32), "score": np.zeros(0, np.float32)}
 
