@@ -135,3 +135,18 @@ def test_a_build_records_the_backend_its_model_and_each_samples_depth_source(cor
                           timeout=120)
     assert done.returncode == 0 and cv2.imread(str(tmp_path / "sheet.png")).shape == (2 * (TILE + CAPTION),
                                                                                      COLUMNS * 5 * TILE, 3)
+
+
+def test_a_fallback_is_stored_with_its_whole_reason(corpus, tmp_path, monkeypatch):
+    from pipeline.config import FrameConfig
+    from pipeline.extract import VideoJob, extract_video, load_result, result_path
+    from pipeline.hashing import sha256_file
+    monkeypatch.setattr(face_mesh.FaceMeshLandmarks, "predict", lambda self, crop: None)  # fits nothing
+    path = corpus / "msu/scene01/real/real_client002_laptop_SD_scene01.mov"
+    config = BuildConfig(name="f", datasets={"msu": str(corpus / "msu")}, output_dir=str(tmp_path),
+                         frames=FrameConfig(count=2), face=FaceConfig(size=64), depth=DepthConfig(backend="mediapipe"))
+    job = VideoJob("msu/x", str(path), "live", sha256_file(path))
+    extract_video(job, config, "mediapipe", str(config.build_dir))
+    arrays, rejects, _ = load_result(result_path(config.build_dir, job))
+    assert list(arrays["depth_source"]) == ["generic fallback: Face Mesh found no face in the crop"] * 2
+    assert rejects == [] and arrays["depth"].max() > 0
