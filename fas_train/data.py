@@ -22,11 +22,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from pipeline.shards import DOMAINS, IMAGE_SETS, MAPS, ShardError, open_shard
 
 INPUT_CHANNELS = IMAGE_SETS + ("depth_estimate",)
+SOURCE_COLUMNS = ("attack_detail", "camera", "session")  # per-video columns taken from the build's sources.csv
 
 
 def load_build(manifest_dir: str | Path) -> tuple[dict, pd.DataFrame]:
     """A build's manifest and its sample table, with each video's ``attack_detail`` (the attack instrument
-    species) from the build's ``sources.csv``; errors name the file."""
+    species), ``camera`` and ``session`` from the build's ``sources.csv``; errors name the file."""
     folder = Path(manifest_dir)
     manifest_path, samples_path = folder / "manifest.json", folder / "samples.csv"
     for path in (manifest_path, samples_path):
@@ -34,11 +35,13 @@ def load_build(manifest_dir: str | Path) -> tuple[dict, pd.DataFrame]:
             raise FileNotFoundError(f"{path}: not found (is {folder} a build manifest folder?)")
     manifest = json.loads(manifest_path.read_text())
     samples = pd.read_csv(samples_path, dtype={"subject": str, "video_id": str})
-    if "attack_detail" not in samples:  # the attack instrument species, from the build's source table
+    wanted = [c for c in SOURCE_COLUMNS if c not in samples]
+    if wanted:  # attack instrument species, camera and session, from the build's source table
         sources_path = folder / "sources.csv"
-        details = (pd.read_csv(sources_path, usecols=["video_id", "attack_detail"], dtype=str, keep_default_na=False)
-                   .set_index("video_id")["attack_detail"] if sources_path.is_file() else pd.Series(dtype=str))
-        samples["attack_detail"] = samples["video_id"].map(details).fillna("")
+        sources = (pd.read_csv(sources_path, usecols=["video_id", *wanted], dtype=str, keep_default_na=False)
+                   .set_index("video_id") if sources_path.is_file() else pd.DataFrame(columns=wanted, dtype=str))
+        for column in wanted:
+            samples[column] = samples["video_id"].map(sources[column]).fillna("")
     return manifest, samples
 
 

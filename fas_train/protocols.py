@@ -1,5 +1,14 @@
-"""Cross-domain protocols (configs/protocols/*.yaml): which datasets and splits are trained on and tested,
-and the source-subject holdout that selects checkpoints and thresholds without looking at the target."""
+"""Protocols: which samples a run trains on, selects its checkpoint and threshold on, and tests on.
+
+- Cross-domain protocols (configs/protocols/*.yaml, :class:`Protocol`): source datasets and splits, a target
+  dataset, and a holdout of source subjects for model selection, so the target is never looked at.
+- Intra-dataset protocols (configs/protocols/oulu/*.yaml, :class:`IntraProtocol`): OULU-NPU's protocols 1-4,
+  whose train, development and test parts follow the dataset's rules (pipeline.datasets.oulu_protocols); the
+  development part selects the checkpoint and fixes the threshold, as the protocols prescribe.
+
+Both give :meth:`parts` (train, validation, test rows) and ``domains``: the sample column whose values are the
+domains the meta-learning methods split (``dataset`` for cross-domain protocols; ``camera`` or ``session``
+within one dataset)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +30,18 @@ class Protocol:
     holdout_fraction: float
     holdout_seed: int
     path: str
+    domains: str = "dataset"
+    selection = "source validation (subjects held out of the source domains)"
+
+    @property
+    def group(self) -> str:
+        """The name results are grouped under (one protocol; folds of one protocol share it)."""
+        return self.name
+
+    def parts(self, samples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """(train, validation, target) rows of a build's sample table."""
+        train, validation = holdout_by_subject(self.source_samples(samples), self.holdout_fraction, self.holdout_seed)
+        return train, validation, self.target_samples(samples)
 
     def source_samples(self, samples: pd.DataFrame) -> pd.DataFrame:
         """Rows of a build's sample table that the protocol trains on (before the validation holdout)."""
@@ -40,12 +61,55 @@ class Protocol:
         return samples[keep]
 
 
-def load_protocol(path: str | Path, variant: str | None = None) -> Protocol:
-    """Read a protocol config; ``variant`` picks a split variant (default: the file's default_variant)."""
+@dataclass(frozen=True)
+class IntraProtocol:
+    """One of OULU-NPU's protocols (and fold): its parts follow the dataset's rules by video name."""
+
+    name: str
+    family: str
+    dataset: str
+    number: str
+    fold: int | None
+    domains: str
+    path: str
+    variant: str = "official"
+    selection = "development set (the protocol's own)"
+
+    @property
+    def sources(self) -> tuple:
+        return (self.dataset,)
+
+    @property
+    def group(self) -> str:
+        return f"{self.family} P{self.number}"
+
+    def parts(self, samples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """(train, development, test) rows: each part's split of the dataset, videos chosen by the rules."""
+        from pipeline.datasets.oulu_protocols import members
+        rows = samples[samples["dataset"] == self.dataset]
+        names = rows["video_id"].str.rsplit("/", n=1).str[-1]
+        out = []
+        for part in ("train", "devel", "test"):
+            chosen = rows[(rows["split"] == part).to_numpy() & names.isin(members(self.number, self.fold, part)).to_numpy()]
+            if chosen.empty:
+                raise ValueError(f"{self.path}: the build has no {self.dataset} samples in the {part} part of "
+                                 f"{self.name}")
+            out.append(chosen)
+        return tuple(out)
+
+
+DOMAIN_COLUMNS = ("dataset", "camera", "session")
+
+
+def load_protocol(path: str | Path, variant: str | None = None):
+    """Read a protocol config; ``variant`` picks a split variant of a cross-domain protocol (default: the
+    file's default_variant)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: protocol config not found")
     raw = yaml.safe_load(path.read_text())
+    if "oulu_protocol" in raw:
+        return _intra(raw, path, variant)
     try:
         variant = variant or raw["default_variant"]
         if variant not in raw["split_variants"]:
@@ -64,6 +128,30 @@ def load_protocol(path: str | Path, variant: str | None = None) -> Protocol:
                         float(validation.get("fraction", 0.2)), int(validation.get("seed", 0)), str(path))
     except KeyError as err:
         raise ValueError(f"{path}: missing key {err}") from None
+
+
+def _intra(raw: dict, path: Path, variant: str | None) -> IntraProtocol:
+    from pipeline.datasets.oulu_protocols import folds
+    try:
+        number, fold, domains = str(raw["oulu_protocol"]), raw.get("fold"), raw.get("domains", "camera")
+        if number not in "1234" or len(number) != 1 or fold not in folds(number):
+            raise ValueError(f"{path}: OULU-NPU protocol {number!r} fold {fold!r} does not exist")
+        if domains not in DOMAIN_COLUMNS:
+            raise ValueError(f"{path}: domains must be one of {DOMAIN_COLUMNS}, not {domains!r}")
+        if variant not in (None, "official"):
+            raise ValueError(f"{path}: no split variant {variant!r}; has ['official']")
+        return IntraProtocol(raw["protocol"], raw["family"], raw["dataset"], number, fold, domains, str(path))
+    except KeyError as err:
+        raise ValueError(f"{path}: missing key {err}") from None
+
+
+def with_domains(rows: pd.DataFrame, column: str, values: list) -> pd.DataFrame:
+    """``rows`` with a numeric ``domain`` column: the index of each row's ``column`` value in ``values`` (the
+    dataset's own domain codes when ``column`` is ``dataset``)."""
+    if column == "dataset":
+        return rows
+    codes = {v: i for i, v in enumerate(values)}
+    return rows.assign(domain=rows[column].astype(str).map(codes).astype("int64"))
 
 
 def holdout_by_subject(samples: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -40,12 +40,11 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.audit import verify_for_training
 from pipeline.hashing import sha256_file
 from pipeline.provenance import code_version, package_versions
-from pipeline.shards import DOMAINS
 
 from .data import ClipDataset, ClipSampler, ShardDataset, load_build, make_loader, prefetch, to_device
 from .methods import METHODS, NonFiniteLoss
 from .metrics import auc, eer, level_metrics, report, video_level
-from .protocols import holdout_by_subject, load_protocol
+from .protocols import load_protocol, with_domains
 from .pseudo_domains import agreement
 from .sampler import BalancedBatchSampler
 
@@ -196,15 +195,15 @@ def run(cfg: RunConfig) -> dict:
 
 def run_data(cfg: RunConfig):
     """(manifest, protocol, channels, [(rows, dataset) of train, validation, target]): the protocol's
-    splits of the build, with the source-subject holdout, read with the channels the method uses."""
+    parts of the build (source-subject holdout, or an intra-dataset protocol's development part), with the
+    protocol's domains, read with the channels the method uses."""
     manifest, samples = load_build(cfg.build)
     protocol = load_protocol(cfg.protocol, cfg.variant)
-    train_rows, val_rows = holdout_by_subject(protocol.source_samples(samples), protocol.holdout_fraction,
-                                              protocol.holdout_seed)
+    values = sorted(samples[protocol.domains].astype(str).unique())
     method_cls, method_cfg = method_config(cfg)
     channels = method_cls.channels(method_cfg)
     parts = [(rows, ShardDataset(manifest["shard_dir"], rows, channels))
-             for rows in (train_rows, val_rows, protocol.target_samples(samples))]
+             for rows in (with_domains(r, protocol.domains, values) for r in protocol.parts(samples))]
     return manifest, protocol, channels, parts
 
 
@@ -223,7 +222,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     barrier(world)
     manifest, protocol, channels, parts = run_data(cfg)
     (train_rows, train_set), (val_rows, val_set), (target_rows, target_set) = parts
-    method = build_method(cfg, source_domains(protocol)).to(device)
+    method = build_method(cfg, sorted(set(train_set.domains.tolist()))).to(device)
     cfg = resolved(cfg, method)
     torch.manual_seed(cfg.seed * 1000 + rank)  # the same weights everywhere, other random draws per process
     sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class * method.batch_chunks,
@@ -250,7 +249,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
                                       "build": manifest["build"], "config_hash": manifest["config_hash"],
                                       "build_manifest_sha256": build_sha256, "build_verification": verification,
-                                      "selection": selection_name(cfg), "hparams": method.hparams(),
+                                      "selection": selection_name(cfg, protocol), "hparams": method.hparams(),
                                       "channels": list(channels), "world_size": world,
                                       "train_samples": len(train_rows), "validation_samples": len(val_rows),
                                       "target_samples": len(target_rows),
@@ -404,9 +403,8 @@ def assign_pseudo_domains(method, cfg, device, state, train_set: ShardDataset, o
     state["domains"] = np.asarray(labels).tolist()
 
 
-def selection_name(cfg: RunConfig) -> str:
-    return ("ORACLE: checkpoint selected on the target test set" if cfg.select_on_target
-            else "source validation (subjects held out of the source domains)")
+def selection_name(cfg: RunConfig, protocol) -> str:
+    return ("ORACLE: checkpoint selected on the target test set" if cfg.select_on_target else protocol.selection)
 
 
 def selection_scores(method, cfg, device, val_set, val_rows, target_set, target_rows) -> pd.DataFrame:
@@ -456,8 +454,8 @@ def final_report(cfg, device, method, state, target_set, target_rows, out, proto
             videos.to_csv(tmp, index=False)
         branch_threshold = eer(val_videos["score"].to_numpy(), val_videos["label"].to_numpy())[1]
         metrics["video_branch"] = level_metrics(videos, branch_threshold)
-    result = {"protocol": protocol.name, "variant": protocol.variant, "method": cfg.method,
-              "selection": selection_name(cfg), "best_step": best["step"],
+    result = {"protocol": protocol.name, "protocol_group": protocol.group, "variant": protocol.variant,
+              "method": cfg.method, "selection": selection_name(cfg, protocol), "best_step": best["step"],
               "deployable_threshold": best["threshold"], "deployable_video_threshold": best["video_threshold"],
               "provenance": method.provenance, "precision": "bf16" if use_bf16(cfg, device) else "fp32",
               "metrics": metrics}
@@ -595,13 +593,8 @@ def evaluate_run(out: Path, verify: bool = True) -> dict:
         raise ValueError(f"{out}: {changed[0]}; the target would be scored on other data (rebuilt cache?)")
     device = resolve_device(cfg.device)
     _, protocol, _, parts = run_data(cfg)
-    (_, _), (val_rows, val_set), (target_rows, target_set) = parts
-    method = build_method(cfg, source_domains(protocol)).to(device)
+    (_, train_set), (val_rows, val_set), (target_rows, target_set) = parts
+    method = build_method(cfg, sorted(set(train_set.domains.tolist()))).to(device)
     cfg = resolved(cfg, method)
     state = load_checkpoint(out / "checkpoint.pt", method, per_epoch=1)  # evaluation ignores the position
     return final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set, val_rows)
-
-
-def source_domains(protocol) -> list:
-    """The domain codes of a protocol's source datasets."""
-    return sorted(DOMAINS[d] for d in protocol.sources)

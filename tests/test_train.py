@@ -111,9 +111,9 @@ def test_collect_reports_mean_and_std_over_seeds(tmp_path):
     (tmp_path / "unfinished").mkdir()
     table = collect(sorted(tmp_path.iterdir()))
     row = table.iloc[0]
-    assert len(table) == 1 and row["seeds"] == 2
+    assert len(table) == 1 and row["runs"] == 2 and row["folds"] == 1
     assert row["auc_mean"] == pytest.approx(0.8) and row["auc_std"] == pytest.approx(0.1)
-    assert row["hter_at_source_threshold_mean"] == pytest.approx(0.25) and row["selection"] == "source-val"
+    assert row["hter_at_source_threshold_mean"] == pytest.approx(0.25) and row["selection"] == "honest"
 
 
 def test_a_checkpoint_of_the_first_format_resumes_the_same(train_build, tmp_path):
