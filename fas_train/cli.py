@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--select-on-target", dest="select_on_target", action="store_true",
                        help="ORACLE mode: pick the checkpoint on the target test set (labelled in every output)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--domains", choices=["dataset", "camera", "session"], default=None,
+                       help="the sample column whose values are the domains the methods split (default: the "
+                            "protocol's: dataset across datasets, camera within OULU-NPU)")
     train.add_argument("--no-verify", dest="verify", action="store_false",
                        help="do not check the build against its manifest first (run.json records it)")
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",

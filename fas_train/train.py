@@ -44,7 +44,7 @@ from pipeline.provenance import code_version, package_versions
 from .data import ClipDataset, ClipSampler, ShardDataset, load_build, make_loader, prefetch, to_device
 from .methods import METHODS, NonFiniteLoss
 from .metrics import auc, eer, level_metrics, report, video_level
-from .protocols import load_protocol, with_domains
+from .protocols import DOMAIN_COLUMNS, load_protocol, with_domains
 from .pseudo_domains import agreement
 from .sampler import BalancedBatchSampler
 
@@ -69,6 +69,7 @@ class RunConfig:
     options: tuple = ()  # "name=value" overrides of the method's config (ablations, hyper-parameters)
     quiet: bool = False  # no progress bar
     verify: bool = True  # check the build against its manifest before reading it (--no-verify: skip)
+    domains: str | None = None  # the sample column whose values are the domains; None: the protocol's
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32"
     channels_last: str = "auto"  # "auto" (on CUDA), "on" or "off"
 
@@ -199,11 +200,14 @@ def run_data(cfg: RunConfig):
     protocol's domains, read with the channels the method uses."""
     manifest, samples = load_build(cfg.build)
     protocol = load_protocol(cfg.protocol, cfg.variant)
-    values = sorted(samples[protocol.domains].astype(str).unique())
+    column = cfg.domains or protocol.domains
+    if column not in DOMAIN_COLUMNS:
+        raise ValueError(f"--domains {column!r}: use one of {list(DOMAIN_COLUMNS)}")
+    values = sorted(samples[column].astype(str).unique())
     method_cls, method_cfg = method_config(cfg)
     channels = method_cls.channels(method_cfg)
     parts = [(rows, ShardDataset(manifest["shard_dir"], rows, channels))
-             for rows in (with_domains(r, protocol.domains, values) for r in protocol.parts(samples))]
+             for rows in (with_domains(r, column, values) for r in protocol.parts(samples))]
     return manifest, protocol, channels, parts
 
 
@@ -318,7 +322,7 @@ def progress_note(losses: dict, state: dict) -> dict:
     return note
 
 
-RESUME_FIELDS = ("method", "per_class", "network", "input_size", "seed", "options", "select_on_target")
+RESUME_FIELDS = ("method", "per_class", "network", "input_size", "seed", "options", "select_on_target", "domains")
 
 
 def check_resume(out: Path, cfg: RunConfig, protocol, build_sha256: str) -> None:

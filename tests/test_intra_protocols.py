@@ -70,6 +70,9 @@ def test_a_run_selects_on_the_development_part_and_tests_on_the_test_part(train_
     assert set(video["apcer_species"]) <= {"print/printer2", "replay/display2"} and "acer" in video
     with pytest.raises(ValueError, match="RFM needs at least two"):  # one phone in this small train part
         run(config(train_build, tmp_path / "rfm", "rfm", Path(CONFIGS[0]).parent / "oulu_p3_fold1.yaml"))
+    with pytest.raises(ValueError, match="RFM needs at least two"):  # one session too
+        run(config(train_build, tmp_path / "rfm2", "rfm", Path(CONFIGS[0]).parent / "oulu_p3_fold1.yaml",
+                   domains="session"))
 
 
 def test_collect_reports_the_folds_of_a_protocol_as_mean_and_std(tmp_path):
@@ -87,3 +90,42 @@ def test_collect_reports_the_folds_of_a_protocol_as_mean_and_std(tmp_path):
     assert len(table) == 1 and row["protocol"] == "OULU-NPU P3" and (row["runs"], row["folds"]) == (3, 3)
     assert row["acer_mean"] == pytest.approx(0.2) and row["acer_std"] == pytest.approx((2 / 300) ** 0.5)
     assert "ACER" in format_table(table).upper() and "3 folds" in format_table(table)
+
+
+def test_every_part_of_every_protocol_is_exercised_on_the_demo_corpus(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+    from pipeline.demo import DemoConfig, write_demo_corpus
+    corpus = tmp_path / "corpus"
+    write_demo_corpus(corpus, DemoConfig(seed=5, frames=4, subjects_per_split=1, oulu_protocols=True), quiet=True)
+    config = {"name": "o", "datasets": {"oulu": str(corpus / "oulu")}, "output_dir": str(tmp_path / "out"),
+              "manifest_dir": str(tmp_path / "manifests"), "frames": {"policy": "even", "count": 1},
+              "face": {"size": 64}, "depth": {"backend": "generic"}, "compute": {"workers": 2, "device": "cpu"}}
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump(config))
+    subprocess.run([sys.executable, "-m", "pipeline", "build", "--config", str(tmp_path / "o.yaml"), "--quiet"],
+                   check=True, capture_output=True, timeout=600)
+    build = tmp_path / "manifests/o"
+    _, samples = load_build(build)
+    for path in CONFIGS:  # every part of every protocol and fold has videos, chosen by the rules
+        train, devel, test = load_protocol(path).parts(samples)
+        protocol = load_protocol(path)
+        for rows, part in ((train, "train"), (devel, "devel"), (test, "test")):
+            names = set(rows["video_id"].str.rsplit("/", n=1).str[-1])
+            assert names and names <= set(members(protocol.number, protocol.fold, part)), (path.stem, part)
+    for method, name, domains in (("rfm", "oulu_p3_fold1.yaml", None), ("metapattern", "oulu_p1.yaml", None),
+                                  ("rfm", "oulu_p2.yaml", "session")):  # phones (or sessions) as domains
+        options = ("pretrained=none", "inner_steps=1") if method == "metapattern" else ()
+        result = run(config_for(build, tmp_path / f"{method}{domains}", method, Path(CONFIGS[0]).parent / name,
+                                options, domains))
+        run_info = json.loads((tmp_path / f"{method}{domains}" / "run.json").read_text())
+        assert run_info["config"]["domains"] == domains
+        assert result["metrics"]["video"]["samples"] == \
+            load_protocol(Path(CONFIGS[0]).parent / name).parts(samples)[2]["video_id"].nunique()
+
+
+def config_for(build, out, method, protocol, options, domains=None):
+    return RunConfig(method=method, build=str(build), protocol=str(protocol), out=str(out), steps=2, eval_every=1,
+                     per_class=2, network="small", input_size=32, workers=0, device="cpu", options=options,
+                     domains=domains)

@@ -39,6 +39,9 @@ class DemoConfig:
     frames: int = 20
     subjects_per_split: int = 2
     version: int = 1  # bump when rendering changes, so an old corpus is not mistaken for a new one
+    # OULU-NPU users recorded with all six phones in all three sessions, so that every part of every fold of
+    # OULU-NPU's protocols 1-4 has videos (each user otherwise has one phone and one session)
+    oulu_protocols: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ OULU_PHONES = {p: CameraStyle(wb_gains=(1.0 + 0.03 * (p % 3 - 1), 1.0, 1.0 - 0.0
 def plan(config: DemoConfig) -> list[DemoVideo]:
     """Every video of the corpus, in a fixed order."""
     n = config.subjects_per_split
-    return _casia(n) + _replay(n) + _msu(n) + _oulu(n)
+    return _casia(n) + _replay(n) + _msu(n) + _oulu(n, config.oulu_protocols)
 
 
 def _casia(n):
@@ -141,16 +144,18 @@ def _msu(n):
     return videos
 
 
-def _oulu(n):
+def _oulu(n, protocols: bool = False):
     videos = []
     shots = {1: Shot("live"), 2: Shot("print", "photo"), 3: Shot("print", "warped_photo"),
              4: Shot("replay", "video"), 5: Shot("replay", "video", screen_fraction=0.8)}
     for folder, split, first in (("Train_files", "train", 1), ("Dev_files", "devel", 21), ("Test_files", "test", 36)):
         for user in range(first, first + n):
-            phone, session = user % 6 + 1, user % 3 + 1
-            for number, shot in shots.items():
-                videos.append(DemoVideo("oulu", f"{folder}/{phone}_{session}_{user:02d}_{number}.avi", split, user,
-                                        shot, 270, 480, 30.0, OULU_PHONES[phone]))
+            recordings = ([(p, s) for p in range(1, 7) for s in (1, 2, 3)] if protocols
+                          else [(user % 6 + 1, user % 3 + 1)])
+            for phone, session in recordings:
+                for number, shot in shots.items():
+                    videos.append(DemoVideo("oulu", f"{folder}/{phone}_{session}_{user:02d}_{number}.avi", split,
+                                            user, shot, 270, 480, 30.0, OULU_PHONES[phone]))
     return videos
 
 
@@ -200,8 +205,8 @@ def _claim(out: Path, config: DemoConfig) -> None:
     """Record the config before writing; refuse a folder that holds a corpus of another config."""
     path = out / CONFIG_FILE
     wanted = asdict(config)
-    if path.exists():
-        found = json.loads(path.read_text())
+    if path.exists():  # a field added since that corpus was written counts at its default
+        found = {**asdict(DemoConfig()), **json.loads(path.read_text())}
         if found != wanted:
             raise ValueError(f"{out} holds a demo corpus made with {found}, not {wanted}: "
                              f"choose another --out or delete that folder")
