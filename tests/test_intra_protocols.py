@@ -114,9 +114,12 @@ def test_every_part_of_every_protocol_is_exercised_on_the_demo_corpus(tmp_path):
         for rows, part in ((train, "train"), (devel, "devel"), (test, "test")):
             names = set(rows["video_id"].str.rsplit("/", n=1).str[-1])
             assert names and names <= set(members(protocol.number, protocol.fold, part)), (path.stem, part)
+    offline = {"metapattern": ("pretrained=none", "inner_steps=1"), "ccdd": ("pretrained=none",),
+               "d2am": ("first_epoch=style", "domains=2"), "pdl": ("domains=2",)}
     for method, name, domains in (("rfm", "oulu_p3_fold1.yaml", None), ("metapattern", "oulu_p1.yaml", None),
-                                  ("rfm", "oulu_p2.yaml", "session")):  # phones (or sessions) as domains
-        options = ("pretrained=none", "inner_steps=1") if method == "metapattern" else ()
+                                  ("rfm", "oulu_p2.yaml", "session"), ("ccdd", "oulu_p4_fold2.yaml", None),
+                                  ("d2am", "oulu_p3_fold6.yaml", None), ("pdl", "oulu_p2.yaml", None)):
+        options = offline.get(method, ())
         result = run(config_for(build, tmp_path / f"{method}{domains}", method, Path(CONFIGS[0]).parent / name,
                                 options, domains))
         run_info = json.loads((tmp_path / f"{method}{domains}" / "run.json").read_text())
