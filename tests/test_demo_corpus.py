@@ -100,4 +100,14 @@ def test_marker_lists_every_video_with_its_hash(corpus):
     marker = json.loads((corpus / MARKER).read_text())
     truth = pd.read_csv(corpus / TRUTH)
     assert marker["videos"] == len(truth) == len(marker["sha256"])
-    assert marker["config"] == {"seed": 3, "frames": 6, "subjects_per_split": 1, "version": 1}
+    assert marker["config"] == {"seed": 3, "frames": 6, "subjects_per_split": 1, "version": 1, "oulu_protocols": False}
+
+
+def test_a_corpus_written_before_a_config_field_existed_is_still_recognised(tmp_path):
+    from dataclasses import asdict
+    from pipeline.demo.corpus import CONFIG_FILE, _claim
+    old = {k: v for k, v in asdict(DemoConfig(seed=2)).items() if k != "oulu_protocols"}  # as older code wrote it
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(old))
+    _claim(tmp_path, DemoConfig(seed=2))  # the missing field counts at its default
+    with pytest.raises(ValueError, match="holds a demo corpus made with"):
+        _claim(tmp_path, DemoConfig(seed=2, oulu_protocols=True))
