@@ -1,8 +1,10 @@
-"""Pipeline benchmark on the demo corpus: frames/s per stage and end to end, the end-to-end rate as a ratio
-to plain OpenCV decoding of the same frames (same run), and peak RSS of the whole build (orchestrator and
-dask workers) as the number of videos grows.
+"""Pipeline benchmark on the demo corpus: frames/s per stage (and each stage's share of one worker's time),
+end to end, the end-to-end rate as a ratio to plain OpenCV decoding and to the MTCNN-only bound on the same
+frames (same run), decoding of longer, larger clips, and peak RSS of the whole build (orchestrator and dask
+workers) as the number of videos grows. The figures are also written as JSON, to compare across commits.
 
-    .venv/bin/python bench/pipeline.py [--corpus build/demo/raw] [--frames 4] [--workers 2]
+    .venv/bin/python bench/pipeline.py [--corpus build/demo/raw] [--frames 4] [--workers 2] \
+        [--json build/bench/pipeline.json]
 """
 from __future__ import annotations
 
@@ -22,12 +24,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.atomic import write_json  # noqa: E402
 from pipeline.channels import channels  # noqa: E402
 from pipeline.config import FaceConfig, FrameConfig  # noqa: E402
 from pipeline.demo import DemoConfig, write_demo_corpus  # noqa: E402
 from pipeline.depth import generic_depth  # noqa: E402
 from pipeline.faces import FaceDetector, crop_face, crop_matrix, transform_points  # noqa: E402
 from pipeline.frames import read_frames, select_indices  # noqa: E402
+from pipeline.provenance import code_version  # noqa: E402
 from pipeline.shards import write_shard  # noqa: E402
 
 DATASETS = ("casia", "replay", "msu", "oulu")
@@ -203,6 +207,7 @@ def main():
     parser.add_argument("--corpus", type=Path, default=Path("build/demo/raw"))
     parser.add_argument("--frames", type=int, default=4, help="frames sampled per video")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=Path("build/bench/pipeline.json"), help="where the figures go")
     args = parser.parse_args()
     if not (args.corpus / "demo_corpus.json").exists():
         write_demo_corpus(args.corpus, DemoConfig(), quiet=True)
@@ -210,16 +215,28 @@ def main():
     frame_config = FrameConfig(policy="even", count=args.frames)
     print(f"demo corpus: {len(videos)} videos, {args.frames} frames each; {psutil.cpu_count()} CPU cores")
     rates = stage_rates(videos, frame_config)
-    print(f"\nstages, one process ({rates.pop('frames')} frames, {rates.pop('missed')} without a face):")
+    figures = {"code": code_version(), "cpu_cores": psutil.cpu_count(), "videos": len(videos), "frames": args.frames,
+               "frames_decoded": rates.pop("frames"), "frames_without_face": rates.pop("missed"),
+               "stage_frames_per_s": rates}
+    seconds = {stage: 1 / rate for stage, rate in rates.items() if stage != "plain OpenCV decode"}
+    print(f"\nstages, one process ({figures['frames_decoded']} frames, {figures['frames_without_face']} without a face):")
     for stage, rate in rates.items():
-        print(f"  {stage:<26} {rate:9.1f} frames/s")
+        share = f"{100 * seconds[stage] / sum(seconds.values()):5.1f}% of a worker's time" if stage in seconds else ""
+        print(f"  {stage:<26} {rate:9.1f} frames/s  {share}")
+    figures["stage_share"] = {stage: t / sum(seconds.values()) for stage, t in seconds.items()}
     with tempfile.TemporaryDirectory() as tmp:
         print("\ndecoding longer, larger videos (same frames as plain OpenCV decoding, one run):")
         print(f"  {'video':<24} {'plain frames/s':>15} {'one pass x plain':>17} {'count+select x plain':>21}")
+        figures["long_videos"] = []
         for name, plain, ours, two in decode_rates(long_videos(Path(tmp)), frame_config):
             print(f"  {name:<24} {plain:>15.1f} {ours:>17.3f} {two:>21.3f}")
+            figures["long_videos"].append({"video": name, "plain_frames_per_s": plain, "one_pass_x_plain": ours,
+                                           "count_then_select_x_plain": two})
     print(f"\nend to end: python -m pipeline build (Luigi + dask, {args.workers} workers, cold start included)")
-    print(f"  {'videos':>7} {'samples':>8} {'seconds':>8} {'frames/s':>9} {'x plain decode':>15} {'peak RSS MiB':>13}")
+    bound = rates["MTCNN detect (CPU)"]  # MTCNN alone on the same frames, this process using every core
+    print(f"  {'videos':>7} {'samples':>8} {'seconds':>8} {'frames/s':>9} {'x plain decode':>15} "
+          f"{'x MTCNN bound':>14} {'peak RSS MiB':>13}")
+    figures["end_to_end"] = []
     for quarter in (1, 2, 4):
         with tempfile.TemporaryDirectory() as tmp:
             n_videos = sum(max(1, len([v for v in videos if v.is_relative_to(args.corpus / d)]) * quarter // 4)
@@ -227,7 +244,12 @@ def main():
             samples, seconds, rss = build_run(args.corpus, quarter, args.frames, args.workers, Path(tmp))
             rate = samples / seconds
             print(f"  {n_videos:>7} {samples:>8} {seconds:>8.1f} {rate:>9.1f} "
-                  f"{rate / rates['plain OpenCV decode']:>15.4f} {rss:>13.0f}")
+                  f"{rate / rates['plain OpenCV decode']:>15.4f} {rate / bound:>14.3f} {rss:>13.0f}")
+            figures["end_to_end"].append({"videos": n_videos, "samples": samples, "seconds": seconds,
+                                          "frames_per_s": rate, "x_mtcnn_bound": rate / bound, "peak_rss_mib": rss})
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.json, figures)
+    print(f"\nfigures: {args.json} (MTCNN-only bound: {bound:.1f} frames/s on {psutil.cpu_count()} cores)")
 
 
 if __name__ == "__main__":
