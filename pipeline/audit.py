@@ -47,9 +47,11 @@ def manifest_problems(manifest_path: Path, manifest: dict) -> list[str]:
         path = manifest_path.parent / name
         if not path.is_file():
             problems.append(f"{path}: missing")
-        elif expected is not None and sha256_file(path) != expected:
-            problems.append(f"{path}: sha256 {sha256_file(path)[:12]}... differs from the manifest's "
-                            f"{expected[:12]}... (edited after the build?)")
+            continue
+        digest = sha256_file(path) if expected is not None else None
+        if digest != expected:
+            problems.append(f"{path}: sha256 {digest[:12]}... differs from the manifest's {expected[:12]}... "
+                            f"(edited after the build?)")
     return problems
 
 
