@@ -156,8 +156,10 @@ def resolve_backend(backend: str, configured_dir: str | None) -> str:
     return backend
 
 
+@lru_cache(maxsize=4)
 def backend_model(backend: str, configured_dir: str | None) -> dict:
-    """The model files a backend's depth maps come from, with their sha256 (recorded in shards and manifest)."""
+    """The model files a backend's depth maps come from, with their sha256 (recorded in shards and manifest;
+    hashed once per process: face-alignment's weights are large)."""
     if backend == "mediapipe":
         return {"mediapipe/" + "/".join(face_mesh.MODEL): face_mesh.model_sha256()}
     if backend == "face-alignment":

@@ -278,6 +278,7 @@ class BuildManifest(BuildTask):
 
     def run(self):
         cfg = self.cfg
+        backend = depth_backend(cfg)
         out = cfg.manifest_path
         shard_dir = cfg.build_dir / "shards"
         samples = pd.read_csv(self.input().path, dtype=str)
@@ -295,7 +296,7 @@ class BuildManifest(BuildTask):
         manifest = {
             "build": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
             "code": code_version(), "packages": package_versions(),
-            "depth_backend": depth_backend(cfg), "depth_model": backend_model(depth_backend(cfg), cfg.depth.weights_dir),
+            "depth_backend": backend, "depth_model": backend_model(backend, cfg.depth.weights_dir),
             "depth_sources": {k: int(v) for k, v in samples["depth_source"].str.split(":").str[0]
                               .value_counts().sort_index().items()},
             "shard_dir": str(shard_dir.resolve()),
