@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from scipy.spatial import Delaunay
 
-from pipeline.channels import channels, color_lbp
+from pipeline.channels import channels, color_lbp, lbp
 from pipeline.config import FaceConfig, FrameConfig
 from pipeline.depth import (DEPTH_WEIGHTS, FAN_WEIGHTS, FACE_EDGE, generic_depth, landmark_depth, render_depth,
                             resolve_backend, weights_dir)
@@ -227,14 +227,46 @@ def test_channels():
     assert color_lbp(peak)[1, 4, 4] == 0 and color_lbp(peak)[0, 4, 4] == 255  # a bright centre: no bit set
 
 
-def test_lbp_is_bit_identical_to_scikit_image():
+def _scikit_lbp(image):
     from skimage.feature import local_binary_pattern
+    return local_binary_pattern(image, P=8, R=1, method="default").astype(np.uint8)
+
+
+def test_lbp_is_bit_identical_to_scikit_image():
     rng = np.random.default_rng(1)
+    ramp = np.add.outer(np.arange(120), np.arange(90))  # diagonal ramps: neighbours that tie with the centre
     images = [rng.integers(0, 256, (64, 80), dtype=np.uint8), np.full((9, 9), 77, np.uint8),
-              np.tile(np.arange(50, dtype=np.uint8), (30, 1)), (rng.integers(0, 4, (256, 256)) * 60).astype(np.uint8)]
+              np.tile(np.arange(50, dtype=np.uint8), (30, 1)), (rng.integers(0, 4, (256, 256)) * 60).astype(np.uint8),
+              ramp.astype(np.uint8), (ramp[::-1] * 2).clip(0, 255).astype(np.uint8),
+              rng.integers(0, 3, (1100, 40), dtype=np.uint8)]  # 1100 rows: more row weight classes
     for image in images:
-        reference = local_binary_pattern(image, P=8, R=1, method="default").astype(np.uint8)
-        assert np.array_equal(color_lbp(np.dstack([image] * 3))[1], reference)
+        assert np.array_equal(color_lbp(np.dstack([image] * 3))[1], _scikit_lbp(image)), image.shape
+        assert np.array_equal(lbp(image), _scikit_lbp(image))
+
+
+def test_lbp_ties_follow_scikit_images_rounding(monkeypatch):
+    """Where a diagonal neighbour equals the centre exactly, scikit-image's answer depends on its float
+    rounding in some rows and columns: counting every tie as ">=" differs from it, the tables do not."""
+    from pipeline import channels as module
+    image = np.random.default_rng(2).integers(0, 3, (300, 300), dtype=np.uint8)
+    assert np.array_equal(lbp(image), _scikit_lbp(image))
+    monkeypatch.setattr(module, "_ties", lambda bit, h, w: (np.zeros(0, np.intp), None, None, None, (0, 0)))
+    assert not np.array_equal(lbp(image), _scikit_lbp(image))
+
+
+def test_lbp_ties_are_only_the_cross_pattern():
+    """The exactness argument: with weights 0.70711 and 0.29289 (x 10^5), a diagonal neighbour's interpolation
+    equals the centre only when the corners weighted 0.70711^2 and 0.29289^2 equal it (x = w = 0) and the two
+    others average to it (s = 0): no other integer solution within uint8 differences."""
+    big, cross, small = 70711 * 70711, 70711 * 29289, 29289 * 29289
+    assert big + 2 * cross + small == 10 ** 10
+    x = np.arange(-255, 256, dtype=np.int64)[:, None]
+    w = np.arange(-255, 256, dtype=np.int64)[None, :]
+    rest = big * x + small * w  # + cross * s = 0 with s the sum of the cross corners' differences
+    solutions = np.argwhere((rest % cross == 0) & (np.abs(rest // cross) <= 510))
+    assert solutions.tolist() == [[255, 255]]  # x = 0, w = 0 (so s = 0)
+    with pytest.raises(ValueError, match="sides up to 2048"):
+        lbp(np.zeros((4096, 3), np.uint8))
 
 
 def test_extraction_with_the_face_alignment_backend(corpus, tmp_path):
