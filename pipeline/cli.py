@@ -62,6 +62,22 @@ def _cmd_preview(args) -> int:
     return 0
 
 
+def _cmd_face_sizes(args) -> int:
+    import yaml
+    from .config import load_config
+    from .face_sizes import measure, recommend, report
+    config = load_config(args.config)
+    sizing = {}
+    for dataset, root in sorted(config.datasets.items()):
+        sizes = measure(dataset, root, args.videos, args.frames, quiet=args.quiet)
+        print(report(sizes, config.face.for_dataset(dataset), args.margin))
+        if len(sizes.sides):
+            sizing[dataset] = recommend(sizes, args.margin)
+    print("\nfor the build config (face section):")
+    print(yaml.safe_dump({"sizing": sizing}, default_flow_style=None, sort_keys=True).rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--config", required=True, type=Path, help="build config YAML")
     build.add_argument("--quiet", action="store_true", help="no progress bars (batch jobs)")
     build.set_defaults(run=_cmd_build)
+
+    faces = commands.add_parser("face-sizes", help="measure face sizes per dataset and recommend detector sizing")
+    faces.add_argument("--config", required=True, type=Path, help="build config YAML (its datasets are measured)")
+    faces.add_argument("--videos", type=int, default=24, help="videos sampled per dataset (default 24)")
+    faces.add_argument("--frames", type=int, default=3, help="frames per video (default 3)")
+    faces.add_argument("--margin", type=float, default=0.5,
+                       help="search faces down to this fraction of the smallest one seen (default 0.5)")
+    faces.add_argument("--quiet", action="store_true", help="no progress bar")
+    faces.set_defaults(run=_cmd_face_sizes)
 
     check = commands.add_parser("audit", help="check a build's shards against its manifest")
     check.add_argument("build", type=Path, help="the build's manifest folder (data_manifests/<name>) or file")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -49,7 +49,12 @@ class FaceConfig:
     the frame) or ``compact`` (this project's first template, edges replicated); see pipeline.faces.
     ``hsv``: ``pil`` (Pillow's conversion, H in 0-255, as RFM's code makes its HSV input) or ``opencv``
     (H in 0-179). ``orientation``: ``auto`` (a video whose faces are missing, unsure or upside down is tried
-    turned by 90, 180 and 270 degrees, and decoded upright when a turn finds its faces) or ``off``."""
+    turned by 90, 180 and 270 degrees, and decoded upright when a turn finds its faces) or ``off``.
+
+    ``max_side`` and ``min_face_size`` size the detector: frames are downscaled so that their longer side is
+    at most ``max_side`` and the smallest face searched is ``min_face_size`` pixels of that downscaled frame.
+    ``sizing`` overrides both per dataset (``{oulu: {max_side: 480, min_face_size: 60}}``), as
+    ``python -m pipeline face-sizes`` recommends from the faces of a copy."""
 
     min_face_size: int = 40
     thresholds: tuple = (0.6, 0.7, 0.7)
@@ -62,8 +67,16 @@ class FaceConfig:
     template: str = "public"
     hsv: str = "pil"
     orientation: str = "auto"
+    sizing: dict = field(default_factory=dict)  # dataset -> {max_side, min_face_size}
 
     def __post_init__(self):
+        from .datasets import INDEXERS
+        for dataset, sizing in self.sizing.items():
+            if dataset not in INDEXERS or not isinstance(sizing, dict) or not sizing \
+                    or set(sizing) - {"max_side", "min_face_size"} \
+                    or not all(isinstance(v, int) and v >= 12 for v in sizing.values()):
+                raise ValueError(f"face.sizing: {dataset}: {sizing!r}: expected a dataset of {sorted(INDEXERS)} "
+                                 "mapped to max_side and/or min_face_size, integers of at least 12")
         if self.crop not in ("aligned", "box"):
             raise ValueError(f"face.crop must be aligned or box, not {self.crop!r}")
         if self.template not in ("public", "compact"):
@@ -72,6 +85,10 @@ class FaceConfig:
             raise ValueError(f"face.hsv must be pil or opencv, not {self.hsv!r}")
         if self.orientation not in ("auto", "off"):
             raise ValueError(f"face.orientation must be auto or off, not {self.orientation!r}")
+
+    def for_dataset(self, dataset: str) -> "FaceConfig":
+        """These settings with ``dataset``'s detector sizing applied."""
+        return replace(self, sizing={}, **self.sizing.get(dataset, {}))
 
 
 @dataclass(frozen=True)
@@ -151,7 +168,7 @@ class BuildConfig:
     def content(self) -> dict:
         """The settings that determine shard contents."""
         return {"schema_version": SCHEMA_VERSION, "datasets": sorted(self.datasets),
-                "frames": asdict(self.frames), "face": _jsonable(asdict(self.face)),
+                "frames": asdict(self.frames), "face": _face_content(self.face),
                 "depth": _depth_content(self.depth),
                 "shards": asdict(self.shards)}
 
@@ -161,6 +178,14 @@ class BuildConfig:
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
+
+
+def _face_content(face: FaceConfig) -> dict:
+    """Face settings that change shards. ``sizing`` came after the first builds: it enters only when set."""
+    content = _jsonable(asdict(face))
+    if not face.sizing:
+        del content["sizing"]
+    return content
 
 
 def _depth_content(depth: DepthConfig) -> dict:

@@ -23,7 +23,7 @@ from .faces import FaceDetector, crop_face, crop_matrix, find_upright, transform
 from .frames import VideoError, read_frames, truncation
 from .hashing import sha256_file
 
-_MODELS: dict = {}  # per worker process: detector and landmark networks, loaded once
+_MODELS: dict = {}  # per worker process: landmark network and a detector per sizing, loaded once
 
 
 class SourceChanged(RuntimeError):
@@ -36,6 +36,7 @@ class VideoJob:
     path: str
     label: str
     sha256: str
+    dataset: str
 
 
 def result_path(build_dir: Path, job: VideoJob) -> Path:
@@ -50,18 +51,22 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _models(config: BuildConfig, backend: str):
+def _models(config: BuildConfig, backend: str, dataset: str):
+    """This process's face detector for ``dataset``'s sizing and landmark model, each loaded once."""
     key = (config.config_hash(), backend)
     if key not in _MODELS:
         import torch
         torch.set_num_threads(max(1, config.compute.threads_per_worker))
-        device = resolve_device(config.compute.device)
-        detector = FaceDetector(config.face, device)
-        landmarks = (FanLandmarks(config.depth.weights_dir, device) if backend == "face-alignment"
-                     else FaceMeshLandmarks() if backend == "mediapipe" else None)
+        landmarks = (FanLandmarks(config.depth.weights_dir, resolve_device(config.compute.device))
+                     if backend == "face-alignment" else FaceMeshLandmarks() if backend == "mediapipe" else None)
         _MODELS.clear()
-        _MODELS[key] = (detector, landmarks)
-    return _MODELS[key]
+        _MODELS[key] = ({}, landmarks)
+    detectors, landmarks = _MODELS[key]
+    face = config.face.for_dataset(dataset)
+    sizing = (face.max_side, face.min_face_size)
+    if sizing not in detectors:
+        detectors[sizing] = FaceDetector(face, resolve_device(config.compute.device))
+    return detectors[sizing], landmarks
 
 
 def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: str) -> dict:
@@ -86,7 +91,7 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
     if truncated and config.frames.truncated == "reject":
         _save(out, _empty(config), [(-1, truncated)], meta)
         return summarize(out, job)
-    detector, landmarks = _models(config, backend)
+    detector, landmarks = _models(config, backend, job.dataset)
     frames, detections = decoded.frames, detector.detect(decoded.frames)
     if config.face.orientation == "auto":
         turn, frames, detections = find_upright(detector, frames, detections, config.face.min_score)

@@ -107,7 +107,7 @@ class ExtractFaces(BuildTask):
         cfg = self.cfg
         table = read_table(self.input().path)
         root = Path(cfg.datasets[self.dataset])
-        jobs = [VideoJob(r.video_id, str(root / r.relpath), r.label, r.sha256) for r in table.itertuples()]
+        jobs = [VideoJob(r.video_id, str(root / r.relpath), r.label, r.sha256, self.dataset) for r in table.itertuples()]
         backend = depth_backend(cfg)
         claim_build_dir(cfg)
         remove_leftovers(cfg.build_dir / "videos" / self.dataset)

@@ -145,7 +145,7 @@ def test_a_fallback_is_stored_with_its_whole_reason(corpus, tmp_path, monkeypatc
     path = corpus / "msu/scene01/real/real_client002_laptop_SD_scene01.mov"
     config = BuildConfig(name="f", datasets={"msu": str(corpus / "msu")}, output_dir=str(tmp_path),
                          frames=FrameConfig(count=2), face=FaceConfig(size=64), depth=DepthConfig(backend="mediapipe"))
-    job = VideoJob("msu/x", str(path), "live", sha256_file(path))
+    job = VideoJob("msu/x", str(path), "live", sha256_file(path), "msu")
     extract_video(job, config, "mediapipe", str(config.build_dir))
     arrays, rejects, _ = load_result(result_path(config.build_dir, job))
     assert list(arrays["depth_source"]) == ["generic fallback: Face Mesh found no face in the crop"] * 2

@@ -215,7 +215,7 @@ def test_rotated_videos_are_decoded_upright_and_recorded(corpus, tmp_path):
     found = {}
     for name, frames in clips.items():
         write_clip(tmp_path / f"{name}.avi", frames)
-        job = VideoJob(name, str(tmp_path / f"{name}.avi"), "live", sha256_file(tmp_path / f"{name}.avi"))
+        job = VideoJob(name, str(tmp_path / f"{name}.avi"), "live", sha256_file(tmp_path / f"{name}.avi"), "msu")
         extract_video(job, config, "generic", str(config.build_dir))
         found[name] = load_result(result_path(config.build_dir, job))
     assert [found[n][2]["rotation"] for n in clips] == [0, 0, 180, 270]  # clockwise turns that put them upright
@@ -225,7 +225,8 @@ def test_rotated_videos_are_decoded_upright_and_recorded(corpus, tmp_path):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 12  # the same upright crops
         assert np.abs(a.astype(int) - b[..., ::-1, :].astype(int)).mean() > 20  # not an upside-down copy
     off = replace(config, name="off", face=replace(config.face, orientation="off"))
-    job = VideoJob("upside_down", str(tmp_path / "upside_down.avi"), "live", sha256_file(tmp_path / "upside_down.avi"))
+    job = VideoJob("upside_down", str(tmp_path / "upside_down.avi"), "live", sha256_file(tmp_path / "upside_down.avi"),
+                   "msu")
     extract_video(job, off, "generic", str(off.build_dir))
     arrays, rejects, meta = load_result(result_path(off.build_dir, job))
     assert "rotation" not in meta and len(arrays["rgb"]) < 4  # switched off: nothing turned

@@ -285,7 +285,8 @@ def test_extraction_with_the_face_alignment_backend(corpus, tmp_path):
     assert resolve_backend("face-alignment", str(tmp_path)) == "face-alignment"
     for relpath, label in (("scene01/real/real_client002_laptop_SD_scene01.mov", "live"),
                            ("scene01/attack/attack_client002_laptop_SD_printed_photo_scene01.mov", "spoof")):
-        job = VideoJob(f"msu/{relpath}", str(corpus / "msu" / relpath), label, sha256_file(corpus / "msu" / relpath))
+        job = VideoJob(f"msu/{relpath}", str(corpus / "msu" / relpath), label, sha256_file(corpus / "msu" / relpath),
+                       "msu")
         summary = extract_video(job, config, "face-alignment", str(config.build_dir))
         arrays, rejects, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.npz")
         assert summary["samples"] + summary["rejected_frames"] == 2
@@ -313,7 +314,8 @@ def test_stored_depth_estimates_cover_attacks_while_the_target_stays_masked(corp
     assert plain.config_hash() != stored.config_hash()
     for relpath, label in (("scene01/real/real_client002_laptop_SD_scene01.mov", "live"),
                            ("scene01/attack/attack_client002_laptop_SD_printed_photo_scene01.mov", "spoof")):
-        job = VideoJob(f"msu/{relpath}", str(corpus / "msu" / relpath), label, sha256_file(corpus / "msu" / relpath))
+        job = VideoJob(f"msu/{relpath}", str(corpus / "msu" / relpath), label, sha256_file(corpus / "msu" / relpath),
+                       "msu")
         found = {}
         for config in (plain, stored):
             extract_video(job, config, "generic", str(config.build_dir))
