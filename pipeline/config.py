@@ -137,6 +137,11 @@ class ComputeConfig:
     threads_per_worker: int = 1
     device: str = "auto"  # auto | cpu | cuda
     worker_timeout: float = 300.0  # seconds a build waits with no dask worker before it gives up
+    videos_per_task: int = 0  # videos whose frames a task detects together; 0: 1 on the CPU, 64 frames' worth on CUDA
+
+    def __post_init__(self):
+        if self.videos_per_task < 0:
+            raise ValueError(f"compute.videos_per_task must be >= 0 (0: automatic), not {self.videos_per_task}")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from .config import BuildConfig
 from .depth import FanLandmarks, generic_depth, landmark_depth, to_uint8
 from .face_mesh import FaceMeshLandmarks
 from .faces import FaceDetector, crop_face, crop_matrix, find_upright, transform_points
-from .frames import VideoError, read_frames, truncation
+from .frames import DecodedFrames, VideoError, read_frames, truncation
 from .hashing import sha256_file
 
 _MODELS: dict = {}  # per worker process: landmark network and a detector per sizing, loaded once
@@ -71,9 +71,69 @@ def _models(config: BuildConfig, backend: str, dataset: str):
 
 def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: str) -> dict:
     """Extract one video to its result file (if not there yet); return a small summary."""
-    out = result_path(Path(build_dir), job)
-    if out.exists():
-        return summarize(out, job)
+    outcome, = extract_videos([job], config, backend, build_dir)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def extract_videos(jobs: list[VideoJob], config: BuildConfig, backend: str, build_dir: str) -> list:
+    """Extract one task's videos (one dataset's, consecutive in index order) to their result files; return
+    per video its summary, or the exception that stopped it (the others go on).
+
+    Their frames are detected together, one detector call per frame size, so that a GPU gets many frames per
+    call. The same videos always make the same batches (batched float arithmetic differs in the last bits
+    with the batch): a task some of whose videos are finished decodes and detects them again, writing nothing
+    for them; a task whose videos are all finished does nothing."""
+    build_dir = Path(build_dir)
+    if all(result_path(build_dir, job).exists() for job in jobs):
+        return [summarize(result_path(build_dir, job), job) for job in jobs]
+    outcomes = []
+    for job in jobs:
+        try:
+            outcomes.append(_decode(job, config, build_dir))
+        except Exception as err:  # noqa: BLE001 - reported per video by the build, which goes on
+            outcomes.append(err)
+    places = [i for i, o in enumerate(outcomes) if isinstance(o, DecodedClip)]
+    if places:
+        detector, landmarks = _models(config, backend, jobs[0].dataset)
+        found = detect_together(detector, [outcomes[i].decoded.frames for i in places])
+        for i, detections in zip(places, found):
+            clip, out = outcomes[i], result_path(build_dir, outcomes[i].job)
+            try:
+                outcomes[i] = summarize(out, clip.job) if out.exists() else \
+                    _extract(clip, detections, detector, landmarks, config, backend, out)
+            except Exception as err:  # noqa: BLE001 - as above
+                outcomes[i] = err
+    return outcomes
+
+
+def detect_together(detector: FaceDetector, clips: list[list[np.ndarray]]) -> list[list]:
+    """Detections for the frames of several clips: one detector call per frame size, in clip order."""
+    by_shape: dict = {}
+    for c, frames in enumerate(clips):
+        for f, frame in enumerate(frames):
+            by_shape.setdefault(frame.shape, []).append((c, f))
+    found = [[None] * len(frames) for frames in clips]
+    for places in by_shape.values():
+        for (c, f), detection in zip(places, detector.detect([clips[c][f] for c, f in places])):
+            found[c][f] = detection
+    return found
+
+
+@dataclass
+class DecodedClip:
+    """A video's sampled frames, ready for detection."""
+
+    job: VideoJob
+    decoded: DecodedFrames
+    meta: dict
+
+
+def _decode(job: VideoJob, config: BuildConfig, build_dir: Path) -> DecodedClip | dict:
+    """A video's frames after checking its bytes against the index; a video that cannot be decoded or is
+    rejected as truncated gets its result written here, and its summary is returned instead."""
+    out = result_path(build_dir, job)
     if not os.path.exists(job.path):
         raise FileNotFoundError(f"{job.path}: source video is missing (indexed as {job.video_id})")
     digest = sha256_file(job.path)  # the bytes about to be decoded are the bytes the index hashed
@@ -83,16 +143,24 @@ def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: s
     try:
         decoded = read_frames(job.path, config.frames)
     except VideoError as err:  # recorded without the path: the video_id says which file it was
-        _save(out, _empty(config), [(-1, str(err).removeprefix(f"{job.path}: "))],
-              {"decoded_frames": 0, "header_frames": None})
+        if not out.exists():
+            _save(out, _empty(config), [(-1, str(err).removeprefix(f"{job.path}: "))],
+                  {"decoded_frames": 0, "header_frames": None})
         return summarize(out, job)
     truncated = truncation(decoded, config.frames)
     meta = {"decoded_frames": decoded.decoded_count, "header_frames": decoded.header_count, "truncated": truncated}
     if truncated and config.frames.truncated == "reject":
-        _save(out, _empty(config), [(-1, truncated)], meta)
+        if not out.exists():
+            _save(out, _empty(config), [(-1, truncated)], meta)
         return summarize(out, job)
-    detector, landmarks = _models(config, backend, job.dataset)
-    frames, detections = decoded.frames, detector.detect(decoded.frames)
+    return DecodedClip(job, decoded, meta)
+
+
+def _extract(clip: DecodedClip, detections: list, detector: FaceDetector, landmarks, config: BuildConfig,
+             backend: str, out: Path) -> dict:
+    """Crops, depth and channels of a decoded video's faces, written to ``out``; its summary."""
+    job, decoded, meta = clip.job, clip.decoded, clip.meta
+    frames = decoded.frames
     if config.face.orientation == "auto":
         turn, frames, detections = find_upright(detector, frames, detections, config.face.min_score)
         meta["rotation"] = turn  # clockwise degrees the frames were turned to be upright

@@ -10,6 +10,7 @@ Run with ``python -m pipeline build --config FILE`` or
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import time
 import warnings
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from .atomic import write_csv, write_json
 from .config import BuildConfig, load_config
 from .depth import backend_model, resolve_backend
-from .extract import SourceChanged, VideoJob, extract_video, load_result, result_path
+from .extract import SourceChanged, VideoJob, extract_videos, load_result, resolve_device, result_path
 from .hashing import content_sha256, sha256_file
 from .identity import check_outputs, claim_build_dir
 from .index import index_dataset, read_table, write_index
@@ -111,11 +112,15 @@ class ExtractFaces(BuildTask):
         backend = depth_backend(cfg)
         claim_build_dir(cfg)
         remove_leftovers(cfg.build_dir / "videos" / self.dataset)
-        todo = [j for j in jobs if not result_path(cfg.build_dir, j).exists()]
+        size = videos_per_task(cfg)
+        tasks = [jobs[i:i + size] for i in range(0, len(jobs), size)]  # fixed by the index: the same batches
+        todo = [task for task in tasks if not all(result_path(cfg.build_dir, j).exists() for j in task)]
         client = dask_client(cfg)
-        futures = {client.submit(extract_video, job, cfg, backend, str(cfg.build_dir), pure=False,
-                                 key=f"extract-{job.sha256[:16]}-{job.video_id}"): job for job in todo}
-        with tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="video", desc=f"{self.dataset}: faces",
+        futures = {client.submit(extract_videos, task, cfg, backend, str(cfg.build_dir), pure=False,
+                                 key=f"extract-{task[0].sha256[:16]}-{task[0].video_id}-{len(task)}"): task
+                   for task in todo}
+        left = sum(len(task) for task in todo)
+        with tqdm(total=len(jobs), initial=len(jobs) - left, unit="video", desc=f"{self.dataset}: faces",
                   disable=self.quiet, dynamic_ncols=True) as bar:
             failures = collect(client, futures, cfg, bar)
         if failures:
@@ -128,10 +133,26 @@ class ExtractFaces(BuildTask):
         self.record_time(f"extract-{self.dataset}", time.perf_counter() - start)
 
 
+def videos_per_task(cfg: BuildConfig) -> int:
+    """``compute.videos_per_task``, or automatically: one video per task on the CPU (its frames are detected
+    together already); on CUDA enough videos for DETECT_BATCH frames per detector call when the frame policy
+    says how many frames a video gives. The device is the one this process sees (set it for a remote cluster)."""
+    if cfg.compute.videos_per_task:
+        return cfg.compute.videos_per_task
+    if resolve_device(cfg.compute.device) != "cuda":
+        return 1
+    per_video = cfg.frames.count if cfg.frames.policy == "even" else cfg.frames.max_frames
+    return max(1, math.ceil(DETECT_BATCH / per_video)) if per_video else 1
+
+
+DETECT_BATCH = 64  # frames per detector call a GPU is fed, at least
+
+
 def collect(client, futures: dict, cfg: BuildConfig, bar) -> list[str]:
-    """Wait for the per-video jobs; return the failures, each naming its video and file. A source that changed
-    since indexing stops the dataset's extraction (the other jobs are cancelled; finished videos are kept).
-    With no dask worker for ``compute.worker_timeout`` seconds the build stops, naming the scheduler."""
+    """Wait for the extraction tasks (each a list of videos); return the failures, each naming its video and
+    file. A source that changed since indexing stops the dataset's extraction (the other tasks are cancelled;
+    finished videos are kept). With no dask worker for ``compute.worker_timeout`` seconds the build stops,
+    naming the scheduler."""
     from dask.distributed import wait
     pending, failures = set(futures), []
     last_worker = time.monotonic()
@@ -142,13 +163,15 @@ def collect(client, futures: dict, cfg: BuildConfig, bar) -> list[str]:
             done = set()
         for future in done:
             pending.discard(future)
-            bar.update(1)
-            if future.status == "error":
-                job, err = futures[future], future.exception()
-                failures.append(f"{job.video_id} ({job.path}): {err}")
-                if isinstance(err, SourceChanged):
-                    client.cancel(list(pending))
-                    return failures
+            task = futures[future]
+            bar.update(len(task))
+            outcomes = [future.exception()] * len(task) if future.status == "error" else future.result()
+            for job, outcome in zip(task, outcomes):
+                if isinstance(outcome, Exception):
+                    failures.append(f"{job.video_id} ({job.path}): {outcome}")
+            if any(isinstance(outcome, SourceChanged) for outcome in outcomes):
+                client.cancel(list(pending))
+                return failures
         if client.nthreads():
             last_worker = time.monotonic()
         elif time.monotonic() - last_worker > cfg.compute.worker_timeout:
@@ -299,6 +322,7 @@ class BuildManifest(BuildTask):
             "depth_backend": backend, "depth_model": backend_model(backend, cfg.depth.weights_dir),
             "depth_sources": {k: int(v) for k, v in samples["depth_source"].str.split(":").str[0]
                               .value_counts().sort_index().items()},
+            "videos_per_task": videos_per_task(cfg),  # batches across videos change boxes' last bits
             "shard_dir": str(shard_dir.resolve()),
             "shard_datasets": list(PER_SAMPLE + optional_datasets(cfg)), "label_polarity": LABELS, "attack_values": ATTACKS, "domain_values": DOMAINS,
             "sources": {d: {"root": str(Path(cfg.datasets[d]).resolve()),

@@ -112,6 +112,22 @@ def test_luigi_command_line_runs_the_same_graph(clean_build, tmp_path):
     assert again["samples.csv"] == first["samples.csv"] and again["sources.csv"] == first["sources.csv"]
 
 
+def test_videos_batched_across_tasks_give_the_same_samples(clean_build, corpus, tmp_path):
+    """compute.videos_per_task (the GPU feed) through Luigi and dask: the same samples, boxes within float
+    noise, the setting recorded in the manifest."""
+    config = write_config(tmp_path, {"casia": corpus / "casia", "msu": corpus / "msu"},
+                          compute={"workers": 2, "device": "cpu", "videos_per_task": 5})
+    build(config)
+    manifest = json.loads((tmp_path / "manifests/t/manifest.json").read_text())
+    first = json.loads((clean_build[0] / "manifests/t/manifest.json").read_text())
+    assert manifest["videos_per_task"] == 5 and first["videos_per_task"] == 1
+    assert (tmp_path / "manifests/t/samples.csv").read_bytes() == (clean_build[0] / "manifests/t/samples.csv").read_bytes()
+    for shard in sorted((tmp_path / "out/t/shards").glob("*.h5")):
+        with h5py.File(shard) as a, h5py.File(clean_build[0] / "out/t/shards" / shard.name) as b:
+            assert np.allclose(a["box"][:], b["box"][:], atol=1e-2)
+            assert np.abs(a["rgb"][:].astype(int) - b["rgb"][:]).mean() < 1
+
+
 def test_killed_build_resumes_to_the_same_bytes(clean_build):
     tmp_path, config, _ = clean_build
     expected = outputs(tmp_path)

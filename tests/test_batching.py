@@ -1,0 +1,60 @@
+"""Detection batched across videos (a GPU's feed), checked on the CPU: one detector call per frame size,
+fixed batches (a resumed task writes the same bytes), and one bad video not stopping the others."""
+from __future__ import annotations
+
+import os
+
+from pipeline.config import BuildConfig, ComputeConfig, FaceConfig, FrameConfig
+from pipeline.extract import VideoJob, detect_together, extract_videos, result_path
+from pipeline.faces import FaceDetector
+from pipeline.frames import read_frames
+from pipeline.hashing import sha256_file
+from pipeline.tasks import videos_per_task
+
+def casia_jobs(corpus, n):
+    """n CASIA videos, a third of them from the high-resolution camera (another frame size)."""
+    paths = sorted((corpus / "casia").rglob("*.avi"), key=lambda p: (p.name.startswith("HR"), str(p)))
+    paths = paths[:n - n // 3] + [p for p in paths if p.name.startswith("HR")][:n // 3]
+    return [VideoJob(f"casia/{p.relative_to(corpus / 'casia').as_posix()}", str(p), "live", sha256_file(p), "casia")
+            for p in paths]
+
+def test_frames_of_several_videos_go_to_one_call_per_frame_size(corpus):
+    clips = [read_frames(job.path, FrameConfig(policy="even", count=2)).frames for job in casia_jobs(corpus, 6)]
+    assert len({clip[0].shape for clip in clips}) == 2  # CASIA's cameras: two frame sizes among these
+    detector = FaceDetector(FaceConfig())
+    calls = []
+    detect = detector.detect
+    detector.detect = lambda frames: calls.append(len(frames)) or detect(frames)
+    found = detect_together(detector, clips)
+    assert sorted(calls) == sorted(sum(len(c) for c in clips if c[0].shape == shape)
+                                   for shape in {c[0].shape for c in clips})
+    assert [len(f) for f in found] == [len(c) for c in clips] and all(d is not None for f in found for d in f)
+    # each clip's detections are those of its own frames: its boxes lie inside its frames
+    for clip, detections in zip(clips, found):
+        h, w = clip[0].shape[:2]
+        assert all(0 <= d.box[0] < d.box[2] <= w + 5 and 0 <= d.box[1] < d.box[3] <= h + 5 for d in detections)
+
+def test_a_resumed_task_writes_the_same_bytes_and_a_bad_video_stops_only_itself(corpus, tmp_path):
+    config = BuildConfig("b", {"casia": str(corpus / "casia")}, str(tmp_path),
+                         frames=FrameConfig(policy="even", count=2), face=FaceConfig(size=32))
+    jobs = casia_jobs(corpus, 4)
+    missing = VideoJob("casia/gone.avi", str(tmp_path / "gone.avi"), "live", "0" * 64, "casia")
+    outcomes = extract_videos(jobs[:2] + [missing] + jobs[2:], config, "generic", str(config.build_dir))
+    assert isinstance(outcomes[2], FileNotFoundError) and "gone.avi" in str(outcomes[2])
+    assert all(o["samples"] == 2 for i, o in enumerate(outcomes) if i != 2)
+    first = {job: open(result_path(config.build_dir, job), "rb").read() for job in jobs}
+    os.remove(result_path(config.build_dir, jobs[1]))  # a kill before this one was written
+    before = os.stat(result_path(config.build_dir, jobs[0])).st_mtime_ns
+    extract_videos(jobs, config, "generic", str(config.build_dir))
+    assert {job: open(result_path(config.build_dir, job), "rb").read() for job in jobs} == first
+    assert os.stat(result_path(config.build_dir, jobs[0])).st_mtime_ns == before  # finished ones not rewritten
+
+def test_videos_per_task_is_one_on_the_cpu_and_64_frames_worth_on_cuda():
+    base = dict(name="b", datasets={"casia": "/c"}, output_dir="/tmp/x")
+    assert videos_per_task(BuildConfig(**base, compute=ComputeConfig(device="cpu"))) == 1
+    cuda = ComputeConfig(device="cuda")
+    assert videos_per_task(BuildConfig(**base, compute=cuda, frames=FrameConfig(policy="even", count=4))) == 16
+    assert videos_per_task(BuildConfig(**base, compute=cuda, frames=FrameConfig(policy="even", count=100))) == 1
+    assert videos_per_task(BuildConfig(**base, compute=cuda, frames=FrameConfig(policy="all"))) == 1
+    assert videos_per_task(BuildConfig(**base, compute=cuda, frames=FrameConfig(policy="all", max_frames=8))) == 8
+    assert videos_per_task(BuildConfig(**base, compute=ComputeConfig(device="cpu", videos_per_task=5))) == 5
