@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(PY) -m pipeline audit $(DEMO_MANIFESTS)/builds/demo
 	$(PY) -m pipeline preview $(DEMO_MANIFESTS)/builds/demo --out $(DEMO_DIR)/preview.png --label live --n 12
 	$(PY) -m fas_train train --method rfm --build $(DEMO_MANIFESTS)/builds/demo \
-	  --protocol configs/protocols/mico_OCI_to_M.yaml --out $(DEMO_DIR)/runs/rfm_OCI_to_M \
+	  --protocol mico_OCI_to_M --out $(DEMO_DIR)/runs/rfm_OCI_to_M \
 	  --steps 60 --eval-every 20 --per-class 4 --network small --input-size 64
 
 test: $(STAMP)

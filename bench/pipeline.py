@@ -273,6 +273,12 @@ def main():
                   f"{rate / rates['plain OpenCV decode']:>15.4f} {rate / bound:>14.3f} {rss:>13.0f}")
             figures["end_to_end"].append({"videos": n_videos, "samples": samples, "seconds": seconds,
                                           "frames_per_s": rate, "x_mtcnn_bound": rate / bound, "peak_rss_mib": rss})
+    small, large = figures["end_to_end"][0], figures["end_to_end"][-1]
+    marginal = (large["samples"] - small["samples"]) / (large["seconds"] - small["seconds"])
+    fixed = small["seconds"] - small["samples"] / marginal
+    figures["marginal_frames_per_s"], figures["fixed_seconds"] = marginal, fixed
+    print(f"  steady state (largest minus smallest build): {marginal:.1f} frames/s = {marginal / bound:.3f} x the "
+          f"MTCNN bound; fixed cost per build about {fixed:.1f} s (cluster start, model loading, indexing, close)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.json, figures)
     print(f"\nfigures: {args.json} (MTCNN-only bound: {bound:.1f} frames/s on {psutil.cpu_count()} cores)")

@@ -1,4 +1,4 @@
-"""Command line of the trainer: ``python -m fas_train train|eval``."""
+"""Command line of the trainer: ``python -m fas_train train|eval|collect|sweep`` or ``fas-train``."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +36,14 @@ def _cmd_collect(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from .sweep import print_commands, run_sweep
+    if args.print_commands:
+        print_commands(args.sweep)
+        return 0
+    return run_sweep(args.sweep, args.workers, args.scheduler)
+
+
 def _print(result: dict, out: Path) -> None:
     video, frame = result["metrics"]["video"], result["metrics"]["frame"]
     print(f"{result['method']} on {result['protocol']} ({result['variant']} splits); selection: {result['selection']}")
@@ -57,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "when started by torchrun")
     train.add_argument("--method", required=True, choices=sorted(METHODS))
     train.add_argument("--build", required=True, help="a build's manifest folder, e.g. data_manifests/demo/builds/demo")
-    train.add_argument("--protocol", required=True, help="a protocol config, e.g. configs/protocols/mico_OCI_to_M.yaml")
+    train.add_argument("--protocol", required=True, help="a protocol: a shipped one's name (mico_OCI_to_M, oulu_p1, ...) or a YAML file")
     train.add_argument("--out", required=True, help="run folder (checkpoints, metrics, report)")
     train.add_argument("--variant", default=None, help="split variant of the protocol (default: its default_variant)")
     train.add_argument("--steps", type=int, default=1000)
@@ -98,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     gather.add_argument("--level", choices=["video", "frame"], default="video")
     gather.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
     gather.set_defaults(handler=_cmd_collect)
+    sweep = commands.add_parser("sweep", help="run a grid of runs as Luigi tasks (finished ones skipped, killed ones "
+                                              "resumed), then its table")
+    sweep.add_argument("sweep", help="a sweep file, or a shipped sweep's name (fas_train/configs/sweeps/)")
+    sweep.add_argument("--workers", type=int, default=1, help="runs at once (Luigi workers; default 1)")
+    sweep.add_argument("--scheduler", default=None, metavar="HOST:PORT",
+                       help="Luigi's central scheduler (luigid), so that several machines share the sweep")
+    sweep.add_argument("--print-commands", dest="print_commands", action="store_true",
+                       help="print one train command per run (for a cluster's job arrays) and exit")
+    sweep.set_defaults(handler=_cmd_sweep)
     return parser
 
 

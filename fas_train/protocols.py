@@ -1,8 +1,8 @@
 """Protocols: which samples a run trains on, selects its checkpoint and threshold on, and tests on.
 
-- Cross-domain protocols (configs/protocols/*.yaml, :class:`Protocol`): source datasets and splits, a target
+- Cross-domain protocols (fas_train/configs/protocols/*.yaml, :class:`Protocol`): source datasets and splits, a target
   dataset, and a holdout of source subjects for model selection, so the target is never looked at.
-- Intra-dataset protocols (configs/protocols/oulu/*.yaml, :class:`IntraProtocol`): OULU-NPU's protocols 1-4,
+- Intra-dataset protocols (fas_train/configs/protocols/oulu/*.yaml, :class:`IntraProtocol`): OULU-NPU's protocols 1-4,
   whose train, development and test parts follow the dataset's rules (pipeline.datasets.oulu_protocols); the
   development part selects the checkpoint and fixes the threshold, as the protocols prescribe.
 
@@ -101,12 +101,28 @@ class IntraProtocol:
 DOMAIN_COLUMNS = ("dataset", "camera", "session")
 
 
+CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped with the package: protocols, sweeps, published
+
+
+def bundled(kind: str, name_or_path: str | Path) -> Path:
+    """A config file: an existing path, or the name of one shipped in ``fas_train/configs/<kind>/`` (with or
+    without ``.yaml``; OULU-NPU's protocols are found by name too, e.g. ``oulu_p3_fold1``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(".yaml")
+    found = sorted((CONFIGS / kind).rglob(f"{stem}.yaml")) if path.parent == Path(".") else []
+    if len(found) != 1:
+        names = sorted(p.stem for p in (CONFIGS / kind).rglob("*.yaml"))
+        raise FileNotFoundError(f"{name_or_path}: no such file, nor a shipped {kind[:-1]} config; shipped: "
+                                f"{', '.join(names)}")
+    return found[0]
+
+
 def load_protocol(path: str | Path, variant: str | None = None):
-    """Read a protocol config; ``variant`` picks a split variant of a cross-domain protocol (default: the
-    file's default_variant)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: protocol config not found")
+    """Read a protocol config (a path, or the name of a shipped one: ``mico_OCI_to_M``); ``variant`` picks a
+    split variant of a cross-domain protocol (default: the file's default_variant)."""
+    path = bundled("protocols", path)
     raw = yaml.safe_load(path.read_text())
     if "oulu_protocol" in raw:
         return _intra(raw, path, variant)

@@ -459,7 +459,8 @@ def final_report(cfg, device, method, state, target_set, target_rows, out, proto
         branch_threshold = eer(val_videos["score"].to_numpy(), val_videos["label"].to_numpy())[1]
         metrics["video_branch"] = level_metrics(videos, branch_threshold)
     result = {"protocol": protocol.name, "protocol_group": protocol.group, "variant": protocol.variant,
-              "method": cfg.method, "selection": selection_name(cfg, protocol), "best_step": best["step"],
+              "method": cfg.method, "selection": selection_name(cfg, protocol), "steps": int(state["step"]),
+              "best_step": best["step"],
               "deployable_threshold": best["threshold"], "deployable_video_threshold": best["video_threshold"],
               "provenance": method.provenance, "precision": "bf16" if use_bf16(cfg, device) else "fp32",
               "metrics": metrics}

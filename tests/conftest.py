@@ -10,7 +10,7 @@ import yaml
 from pipeline.demo import DemoConfig, write_demo_corpus
 
 SMALL = DemoConfig(seed=3, frames=6, subjects_per_split=1)
-PROTOCOL = "configs/protocols/mico_OCI_to_M.yaml"
+PROTOCOL = "mico_OCI_to_M"
 
 
 @pytest.fixture(scope="session")

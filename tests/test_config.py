@@ -23,7 +23,7 @@ def test_shipped_build_configs_load(path):
 
 def test_the_full_template_serves_every_protocol_and_the_video_method():
     full = load_config(ROOT / "configs/build/full.yaml")
-    for path in sorted((ROOT / "configs/protocols").glob("*.yaml")):
+    for path in sorted((ROOT / "fas_train/configs/protocols").glob("*.yaml")):
         protocol = load_protocol(path)
         assert set(protocol.sources) | {protocol.target} <= set(full.datasets), path.name
     clip_length = METHODS["ccdd-video"][1]().clip_length

@@ -14,7 +14,7 @@ from fas_train.protocols import load_protocol
 from fas_train.train import RunConfig, run
 from pipeline.datasets.oulu_protocols import EXPECTED, members
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "protocols" / "oulu").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[1] / "fas_train" / "configs" / "protocols" / "oulu").glob("*.yaml"))
 
 
 def full_table() -> pd.DataFrame:

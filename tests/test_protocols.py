@@ -10,7 +10,7 @@ import pytest
 
 from fas_train.protocols import holdout_by_subject, load_protocol
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "protocols").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[1] / "fas_train" / "configs" / "protocols").glob("*.yaml"))
 
 
 def samples_table():
@@ -49,8 +49,16 @@ def test_unknown_variant_and_missing_dataset_are_named(tmp_path):
     protocol = load_protocol(CONFIGS[0])
     with pytest.raises(ValueError, match="has no samples of"):
         protocol.source_samples(samples_table().query("dataset != @protocol.sources[0]"))
-    with pytest.raises(FileNotFoundError, match="protocol config not found"):
+    with pytest.raises(FileNotFoundError, match="nope.yaml: no such file, nor a shipped protocol config"):
         load_protocol(tmp_path / "nope.yaml")
+    with pytest.raises(FileNotFoundError, match="shipped: limited_source_MI_to_C, .*mico_OCI_to_M"):
+        load_protocol("mico_XYZ")
+
+
+def test_shipped_protocols_are_found_by_name():
+    assert load_protocol("mico_OCI_to_M").target == "msu"
+    assert load_protocol("mico_OCI_to_M.yaml", "no-devel").variant == "no-devel"
+    assert load_protocol("oulu_p3_fold2").group == "OULU-NPU P3"
 
 
 def test_holdout_keeps_subjects_apart_and_is_deterministic():
