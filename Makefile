@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= build/demo
 DEMO_MANIFESTS ?= data_manifests/demo
 
-.PHONY: demo test venv clean
+.PHONY: demo test benchmark venv clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,13 @@ demo: $(STAMP)
 	$(PY) -m fas_train train --method rfm --build $(DEMO_MANIFESTS)/builds/demo \
 	  --protocol mico_OCI_to_M --out $(DEMO_DIR)/runs/rfm_OCI_to_M \
 	  --steps 60 --eval-every 20 --per-class 4 --network small --input-size 64
+
+# Not in CI: every method and ERM on the four MICO protocols of the controlled-shift corpus, 3 seeds (about an
+# hour on 2 CPU cores); the table lands in build/benchmark/sweep/table.md
+benchmark: $(STAMP)
+	$(PY) -m pipeline demo-data --out build/benchmark/raw --shift 1
+	$(PY) -m pipeline build --config configs/build/benchmark.yaml
+	$(PY) -m fas_train sweep benchmark_mico --workers 2
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -461,6 +461,7 @@ def final_report(cfg, device, method, state, target_set, target_rows, out, proto
     result = {"protocol": protocol.name, "protocol_group": protocol.group, "variant": protocol.variant,
               "method": cfg.method, "selection": selection_name(cfg, protocol), "steps": int(state["step"]),
               "best_step": best["step"],
+              "selection_scores": {k: best[k] for k in ("eer", "auc", "video_eer")},  # at the kept checkpoint
               "deployable_threshold": best["threshold"], "deployable_video_threshold": best["video_threshold"],
               "provenance": method.provenance, "precision": "bf16" if use_bf16(cfg, device) else "fp32",
               "metrics": metrics}

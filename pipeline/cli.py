@@ -21,7 +21,8 @@ def _cmd_index(args) -> int:
 
 def _cmd_demo_data(args) -> int:
     from .demo import DemoConfig, write_demo_corpus
-    report = write_demo_corpus(Path(args.out), DemoConfig(seed=args.seed), workers=args.workers, quiet=args.quiet)
+    report = write_demo_corpus(Path(args.out), DemoConfig(seed=args.seed, shift=args.shift), workers=args.workers,
+                               quiet=args.quiet)
     print(report)
     return 0
 
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-data", help="write the synthetic demo corpus in the four official layouts")
     demo.add_argument("--out", required=True, type=Path)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--shift", type=float, default=None,
+                      help="the controlled domain-shift profile at this strength (0: domains alike, 1: its default); "
+                           "without it, each dataset's classic capture style")
     demo.add_argument("--workers", type=int, default=None, help="rendering processes (default: one per core)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_cmd_demo_data)

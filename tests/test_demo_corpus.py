@@ -111,3 +111,26 @@ def test_a_corpus_written_before_a_config_field_existed_is_still_recognised(tmp_
     _claim(tmp_path, DemoConfig(seed=2))  # the missing field counts at its default
     with pytest.raises(ValueError, match="holds a demo corpus made with"):
         _claim(tmp_path, DemoConfig(seed=2, oulu_protocols=True))
+
+
+def test_the_shift_profile_moves_every_domain_from_one_neutral_capture(tmp_path, corpus):
+    from pipeline.demo.corpus import plan
+    from pipeline.demo.shift import NEUTRAL_LOOK, NEUTRAL_STYLE, domain_look, domain_style
+    alike = {(v.style, v.look) for v in plan(DemoConfig(subjects_per_split=1, shift=0.0))}
+    assert alike == {(NEUTRAL_STYLE, NEUTRAL_LOOK)}  # at 0 every domain captures and attacks alike
+    styles = {d: domain_style(d, 1.0) for d in ("casia", "replay", "msu", "oulu")}
+    assert len(set(styles.values())) == 4 and len({domain_look(d, 1.0) for d in styles}) == 4
+    half, full = domain_style("casia", 0.5), styles["casia"]
+    assert half.wb_gains[0] == pytest.approx((NEUTRAL_STYLE.wb_gains[0] + full.wb_gains[0]) / 2)
+    assert domain_style("replay", 2.0).blur_sigma > full.blur_sigma >= 0  # the knob grows the differences
+    # the same config gives the same bytes, and the profile changes them
+    shifted = tmp_path / "shifted"
+    write_demo_corpus(shifted, DemoConfig(seed=3, frames=6, subjects_per_split=1, shift=1.0), quiet=True)
+    again = tmp_path / "again"
+    write_demo_corpus(again, DemoConfig(seed=3, frames=6, subjects_per_split=1, shift=1.0), quiet=True)
+    marker = json.loads((shifted / MARKER).read_text())
+    assert marker["sha256"] == json.loads((again / MARKER).read_text())["sha256"]
+    classic = json.loads((corpus / MARKER).read_text())["sha256"]  # the same config without the profile
+    assert sum(marker["sha256"][k] != classic[k] for k in classic) == len(classic)
+    with pytest.raises(ValueError, match="holds a demo corpus made with"):
+        write_demo_corpus(shifted, DemoConfig(seed=3, frames=6, subjects_per_split=1, shift=0.5), quiet=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -149,3 +150,11 @@ def test_published_numbers_name_their_paper_and_table():
         assert entry["auc"] is not None and all(0 <= entry[k] <= 100 for k in ("hter", "auc") if entry[k] is not None)
     assert len({(e["method"], e["protocol"]) for e in entries}) == len(entries)  # one number per method and cell
     assert {e["paper"] for e in entries} == {"RFM", "D2AM", "PDL-FAS", "CCDD", "Meta Pattern"}
+
+
+def test_shipped_sweeps_and_the_makefiles_load():
+    for path in sorted((CONFIGS / "sweeps").glob("*.yaml")):
+        sweep = load_sweep(path.stem)
+        assert sweep.name == path.stem and len(sweep.runs) == len({r.run_id for r in sweep.runs}) > 0
+    named = re.findall(r"fas_train sweep (\w+)", (Path(__file__).parents[1] / "Makefile").read_text())
+    assert named == ["benchmark_mico"] and len(load_sweep(named[0]).runs) == 7 * 4 * 3

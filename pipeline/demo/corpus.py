@@ -12,7 +12,7 @@ import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from ..atomic import atomic_path, write_csv, write_json, write_text
 from ..hashing import sha256_file
-from .render import CameraStyle, Identity
+from .render import AttackLook, CameraStyle, Identity
 from .scenarios import Shot, render_video
+from .shift import domain_look, domain_style
 
 MARKER = "demo_corpus.json"
 CONFIG_FILE = ".demo_config.json"
@@ -42,6 +43,9 @@ class DemoConfig:
     # OULU-NPU users recorded with all six phones in all three sessions, so that every part of every fold of
     # OULU-NPU's protocols 1-4 has videos (each user otherwise has one phone and one session)
     oulu_protocols: bool = False
+    # the controlled domain-shift profile (pipeline.demo.shift): None keeps each dataset's classic capture
+    # style; a number gives every domain its own capture and attack look, that many times its offsets
+    shift: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class DemoVideo:
     width: int
     fps: float
     style: CameraStyle
+    look: AttackLook = AttackLook()
 
     @property
     def label(self) -> str:
@@ -82,7 +87,11 @@ OULU_PHONES = {p: CameraStyle(wb_gains=(1.0 + 0.03 * (p % 3 - 1), 1.0, 1.0 - 0.0
 def plan(config: DemoConfig) -> list[DemoVideo]:
     """Every video of the corpus, in a fixed order."""
     n = config.subjects_per_split
-    return _casia(n) + _replay(n) + _msu(n) + _oulu(n, config.oulu_protocols)
+    videos = _casia(n) + _replay(n) + _msu(n) + _oulu(n, config.oulu_protocols)
+    if config.shift is None:
+        return videos
+    return [replace(v, style=domain_style(v.dataset, config.shift), look=domain_look(v.dataset, config.shift))
+            for v in videos]
 
 
 def _casia(n):
@@ -197,7 +206,7 @@ def _make_video(job) -> None:
     out, config, index, video, identity = job
     rng = np.random.default_rng([config.seed, index])
     frames = render_video(identity, video.shot, video.height, video.width, config.frames, video.fps,
-                          video.style, rng)
+                          video.style, rng, video.look)
     _write_video(out / video.dataset / video.relpath, frames, video.fps)
 
 

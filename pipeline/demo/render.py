@@ -101,18 +101,34 @@ class LiveSubject:
         return img * (1 - alpha) + warped[..., :3] * alpha
 
 
-def print_photo(portrait: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class AttackLook:
+    """How a domain's attack media look: prints (the share of colour saturation the inks keep, paper and ink
+    levels, halftone contrast) and screens (the range of their gamma, colour cast, sub-pixel grid contrast,
+    the range of glare strength). The defaults are the classic demo corpus's."""
+
+    ink_keep: float = 0.55
+    paper_floor: float = 0.10
+    paper_range: float = 0.78
+    halftone: float = 0.12
+    screen_gamma: tuple = (0.75, 0.9)
+    screen_cast: tuple = (0.92, 0.97, 1.08)
+    moire: float = 0.3
+    glare: tuple = (0.08, 0.18)
+
+
+def print_photo(portrait: np.ndarray, rng: np.random.Generator, look: AttackLook = AttackLook()) -> np.ndarray:
     """A printed photograph of ``portrait``: gamut loss, halftone screen and paper texture."""
     h, w = portrait.shape[:2]
     gray = portrait.mean(axis=2, keepdims=True)
-    img = 0.55 * portrait + 0.45 * gray  # ink gamut loses saturation
-    img = 0.10 + 0.78 * img  # paper white is not white, ink black is not black
+    img = look.ink_keep * portrait + (1 - look.ink_keep) * gray  # ink gamut loses saturation
+    img = look.paper_floor + look.paper_range * img  # paper white is not white, ink black is not black
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     theta = np.deg2rad(rng.uniform(15, 75))
     period = rng.uniform(2.5, 3.5)
     screen = np.cos(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period) * \
         np.cos(2 * np.pi * (-xx * np.sin(theta) + yy * np.cos(theta)) / period)
-    img = img * (0.88 + 0.12 * screen[..., None])
+    img = img * ((1 - look.halftone) + look.halftone * screen[..., None])
     texture = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 2.0)
     img = img * (1 + 0.05 * texture[..., None]) + rng.normal(0, 0.01, img.shape).astype(np.float32)
     return np.clip(img, 0, 1).astype(np.float32)
@@ -132,17 +148,18 @@ def bend(photo: np.ndarray, amount: float) -> np.ndarray:
     return (bent * shade[None, :, None]).astype(np.float32)
 
 
-def screen_display(content: np.ndarray, out_hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def screen_display(content: np.ndarray, out_hw: tuple[int, int], rng: np.random.Generator,
+                   look: AttackLook = AttackLook()) -> np.ndarray:
     """``content`` as shown on an LCD and filmed: gamma and colour cast, sub-pixel grid moiré, reflection."""
     h, w = out_hw
-    img = np.clip(content, 0, 1) ** rng.uniform(0.75, 0.9)  # screen gamma: lifted mid-tones
-    img = img * np.array([0.92, 0.97, 1.08], np.float32) + 0.03  # cool white point, raised black level
+    img = np.clip(content, 0, 1) ** rng.uniform(*look.screen_gamma)  # screen gamma: lifted mid-tones
+    img = img * np.array(look.screen_cast, np.float32) + 0.03  # cool white point, raised black level
     # render at 3x with an RGB stripe sub-pixel grid, slightly rotated, then resample to the camera: moiré
     big = cv2.resize(img, (3 * w, 3 * h), interpolation=cv2.INTER_NEAREST)
     stripes = np.zeros((3 * h, 3 * w, 3), np.float32)
     for c in range(3):
         stripes[:, c::3, c] = 1.0
-    stripes = 0.7 + 0.3 * stripes
+    stripes = (1 - look.moire) + look.moire * stripes
     rot = cv2.getRotationMatrix2D((1.5 * w, 1.5 * h), rng.uniform(-3, 3), rng.uniform(1.00, 1.04))
     stripes = cv2.warpAffine(stripes, rot, (3 * w, 3 * h), borderMode=cv2.BORDER_WRAP)
     # a camera pixel integrates a little less than 3 x 3 screen pixels: weak aliasing remains as moiré
@@ -150,7 +167,7 @@ def screen_display(content: np.ndarray, out_hw: tuple[int, int], rng: np.random.
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     a, b = rng.uniform(-1, 1, 2)
     glare = np.clip(1 - np.abs((xx / w - 0.5) * a + (yy / h - 0.5) * b - rng.uniform(-0.2, 0.2)) / 0.25, 0, 1)
-    return np.clip(shown + rng.uniform(0.08, 0.18) * glare[..., None], 0, 1).astype(np.float32)
+    return np.clip(shown + rng.uniform(*look.glare) * glare[..., None], 0, 1).astype(np.float32)
 
 
 def place(scene: np.ndarray, item: np.ndarray, center: tuple[float, float], scale: float, angle: float,
@@ -180,6 +197,7 @@ class CameraStyle:
     noise_sigma: float = 0.01
     jpeg_quality: int = 90
     vignette: float = 0.0
+    adverse_light: float = 1.0  # how strong the side lighting of the domain's "adverse" shots is (0: none)
 
 
 def capture(img: np.ndarray, style: CameraStyle, rng: np.random.Generator) -> np.ndarray:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .render import CameraStyle, Identity, LiveSubject, background, bend, capture, place, print_photo, \
-    screen_display
+from .render import AttackLook, CameraStyle, Identity, LiveSubject, background, bend, capture, place, \
+    print_photo, screen_display
 
 KINDS = ("live", "print", "replay")
 PRINT_DETAILS = ("photo", "warped_photo", "cut_photo")
@@ -31,28 +31,30 @@ class Shot:
 
 
 def render_video(identity: Identity, shot: Shot, height: int, width: int, n_frames: int, fps: float,
-                 style: CameraStyle, rng: np.random.Generator) -> list[np.ndarray]:
-    """Render ``n_frames`` frames of ``shot`` as a camera of ``style`` captures them."""
+                 style: CameraStyle, rng: np.random.Generator, look: AttackLook = AttackLook()) -> list[np.ndarray]:
+    """Render ``n_frames`` frames of ``shot`` (its attack media looking as ``look`` says) as a camera of
+    ``style`` captures them."""
     scene = background(height, width, rng)
     times = np.arange(n_frames) / fps
     if shot.kind == "live":
         subject = LiveSubject(identity, height, width, rng)
         frames = [subject.render(scene, t) for t in times]
     elif shot.kind == "print":
-        frames = _print_frames(identity, shot, scene, times, rng)
+        frames = _print_frames(identity, shot, scene, times, rng, look)
     else:
-        frames = _replay_frames(identity, shot, scene, times, rng)
-    light = _lighting(height, width, shot.light, rng)
+        frames = _replay_frames(identity, shot, scene, times, rng, look)
+    light = _lighting(height, width, shot.light, rng, style.adverse_light)
     return [capture(frame * light, style, rng) for frame in frames]
 
 
-def _lighting(height, width, light, rng) -> np.ndarray:
+def _lighting(height, width, light, rng, strength: float = 1.0) -> np.ndarray:
     if light == "normal":
         return np.ones((height, width, 1), np.float32)
     side = np.linspace(0.35, 1.0, width, dtype=np.float32)
     if rng.random() < 0.5:
         side = side[::-1]
-    return (0.8 * np.tile(side, (height, 1)))[..., None]
+    lit = (0.8 * np.tile(side, (height, 1)))[..., None]
+    return lit if strength == 1.0 else (1 - strength * (1 - lit)).astype(np.float32)
 
 
 def _jitter(times, handheld, rng):
@@ -62,12 +64,12 @@ def _jitter(times, handheld, rng):
     return [amp * np.sin(2 * np.pi * freqs * t + phases) for t in times]
 
 
-def _print_frames(identity, shot, scene, times, rng):
+def _print_frames(identity, shot, scene, times, rng, look):
     height, width = scene.shape[:2]
     ph, pw = int(0.95 * height), int(0.95 * height * 0.78)
     portrait_subject = LiveSubject(identity, ph, pw, rng, face_fraction=0.6)
     portrait = portrait_subject.render(background(ph, pw, rng), 0.0)
-    photo = print_photo(portrait, rng)
+    photo = print_photo(portrait, rng, look)
     if shot.detail == "cut_photo":  # eye holes: the attacker's real eyes show through, unprinted
         center, scale, _ = portrait_subject.pose(0.0)
         fs = portrait_subject.face_size * scale
@@ -87,7 +89,7 @@ def _print_frames(identity, shot, scene, times, rng):
     return frames
 
 
-def _replay_frames(identity, shot, scene, times, rng):
+def _replay_frames(identity, shot, scene, times, rng, look):
     height, width = scene.shape[:2]
     sh, sw = int(shot.screen_fraction * height * 0.9), int(shot.screen_fraction * width * 0.9)
     recorded = LiveSubject(identity, sh, sw, rng, face_fraction=0.6)
@@ -98,7 +100,7 @@ def _replay_frames(identity, shot, scene, times, rng):
     frames = []
     for k, (dx, dy, angle) in enumerate(_jitter(times, shot.handheld, rng)):
         content = still if still is not None else recorded.render(recorded_scene, times[k])
-        shown = screen_display(content, (sh, sw), np.random.default_rng(screen_seed))
+        shown = screen_display(content, (sh, sw), np.random.default_rng(screen_seed), look)
         center = (width * (0.5 + dx), height * (0.5 + dy))
         frames.append(place(scene, shown, center, 1.0, angle, border=(0.03, 0.03, 0.035), border_px=bezel))
     return frames
