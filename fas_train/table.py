@@ -103,7 +103,8 @@ def markdown(sweep, summary: pd.DataFrame, published: list[dict] | None, partial
         lines.append(f"| {label} | " + " | ".join(value(label, c, "hter_source") for c in columns) + " |")
     settings = next(iter(sweep.runs)).config
     lines += ["", f"Runs: {int(summary['runs'].sum())} of {len(sweep.runs)}; build {sweep.build}; "
-                  f"{settings.steps} steps, network {settings.network}, input size {settings.input_size or 'method default'}."]
+                  f"{settings.steps} steps, network {settings.network}, input size {settings.input_size or 'method default'}; "
+                  f"code {', '.join(code_versions(sweep))}; command: fas-train sweep {sweep.path}."]
     if published is None:
         lines.append("Published numbers are not shown: the build is the synthetic demo corpus, not the datasets.")
     if sweep.note:
@@ -124,6 +125,17 @@ def published_row(paper: dict, columns: list, ours) -> str:
                 cells.append(f"{entry[name]:.2f}{delta}")
     source = next(iter(paper.values()))
     return f"| ↳ published ({source['paper']}, {source['table']}) | " + " | ".join(cells) + " |"
+
+
+def code_versions(sweep) -> list[str]:
+    """The git commits (or package versions) the finished runs were trained with, from their run.json."""
+    found = set()
+    for run in sweep.runs:
+        path = run.folder / "run.json"
+        if (run.folder / "report.json").is_file() and path.is_file():
+            code = json.loads(path.read_text()).get("code", {})
+            found.add(str(code.get("git_commit") or code.get("version")))
+    return sorted(found)
 
 
 def sweep_method(sweep, label: str) -> str:

@@ -88,7 +88,10 @@ def test_a_failed_run_is_reported_the_others_finish_and_finished_runs_are_skippe
     assert sorted(table["run"]) == ["erm/mico_OCI_to_M/seed0", "erm/mico_OCI_to_M/seed1",
                                     "gone/mico_OCI_to_M/seed0", "gone/mico_OCI_to_M/seed1"]
     assert (tmp_path / "s/table.png").stat().st_size > 0
-    assert "Published numbers are not shown" in (tmp_path / "s/table.md").read_text()  # a demo build
+    text = (tmp_path / "s/table.md").read_text()
+    assert "Published numbers are not shown" in text  # a demo build
+    commit = json.loads((tmp_path / "s/erm/mico_OCI_to_M/seed0/run.json").read_text())["code"]["git_commit"]
+    assert f"code {commit}" in text and f"fas-train sweep {path}" in text  # what made the table
 
 
 def test_a_killed_sweep_resumes_its_runs(tmp_path, train_build):
