@@ -30,6 +30,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import luigi
 import yaml
+from tqdm import tqdm
 
 from .methods import METHODS
 from .protocols import bundled, load_protocol
@@ -66,6 +68,8 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Sweep:
+    """A sweep file, its grid expanded."""
+
     name: str
     path: Path
     build: str
@@ -234,7 +238,8 @@ def run_sweep(name_or_path: str, workers: int = 1, scheduler: str | None = None)
         options.update(local_scheduler=False, scheduler_host=host or "localhost", scheduler_port=int(port))
     else:
         options["local_scheduler"] = True
-    luigi.build([Table(sweep=path)], **options)
+    with sweep_progress(sweep, path):
+        luigi.build([Table(sweep=path)], log_level="WARNING", **options)
     failed = [r for r in sweep.runs if not TrainRun(sweep=path, run_id=r.run_id).complete()]
     print(f"sweep {sweep.name}: {len(sweep.runs) - len(failed)} of {len(sweep.runs)} runs finished")
     if failed:
@@ -247,6 +252,26 @@ def run_sweep(name_or_path: str, workers: int = 1, scheduler: str | None = None)
     print((sweep.out / "table.md").read_text())
     print(f"table: {sweep.out / 'table.md'}, {sweep.out / 'table.csv'}, {sweep.out / 'table.png'}")
     return 0
+
+
+@contextmanager
+def sweep_progress(sweep: Sweep, path: str, every: float = 5.0):
+    """A progress bar (rate and ETA) of the sweep's finished runs, wherever Luigi runs them."""
+    tasks = [TrainRun(sweep=path, run_id=r.run_id) for r in sweep.runs]
+    done = threading.Event()
+    with tqdm(total=len(tasks), initial=sum(t.complete() for t in tasks), unit="run", desc=f"sweep {sweep.name}",
+              dynamic_ncols=True) as bar:
+        def watch():
+            while not done.wait(every):
+                bar.update(sum(t.complete() for t in tasks) - bar.n)
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+            bar.update(sum(t.complete() for t in tasks) - bar.n)
 
 
 def print_commands(name_or_path: str) -> None:
