@@ -139,6 +139,8 @@ class TrainRun(luigi.Task):
 
     sweep = luigi.Parameter(description="sweep file")
     run_id = luigi.Parameter(description="<label>/<protocol>[@variant]/seed<k>")
+    threads = luigi.IntParameter(default=0, significant=False,
+                                 description="CPU threads of the run (0: the trainer's default)")
 
     @cached_property
     def spec(self) -> RunSpec:
@@ -159,6 +161,8 @@ class TrainRun(luigi.Task):
             env = dict(os.environ)
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
+            if self.threads:  # runs side by side share the cores instead of each taking all of them
+                env.setdefault("OMP_NUM_THREADS", str(self.threads))
             sink.write(f"$ {shlex.join(train_command(self.spec.config))}\n")
             sink.flush()
             code = subprocess.run(train_command(self.spec.config), stdout=sink, stderr=subprocess.STDOUT,
@@ -173,9 +177,10 @@ class Table(luigi.Task):
     """The sweep's table, once every run has its report."""
 
     sweep = luigi.Parameter(description="sweep file")
+    threads = luigi.IntParameter(default=0, significant=False, description="CPU threads per run")
 
     def requires(self):
-        return [TrainRun(sweep=self.sweep, run_id=r.run_id) for r in load_sweep(self.sweep).runs]
+        return [TrainRun(sweep=self.sweep, run_id=r.run_id, threads=self.threads) for r in load_sweep(self.sweep).runs]
 
     def output(self):
         return luigi.LocalTarget(str(load_sweep(self.sweep).out / "table.json"))
@@ -238,8 +243,9 @@ def run_sweep(name_or_path: str, workers: int = 1, scheduler: str | None = None)
         options.update(local_scheduler=False, scheduler_host=host or "localhost", scheduler_port=int(port))
     else:
         options["local_scheduler"] = True
+    threads = max(1, (os.cpu_count() or 1) // workers)  # on the CPU; a pinned GPU run is not limited by it
     with sweep_progress(sweep, path):
-        luigi.build([Table(sweep=path)], log_level="WARNING", **options)
+        luigi.build([Table(sweep=path, threads=threads)], log_level="WARNING", **options)
     failed = [r for r in sweep.runs if not TrainRun(sweep=path, run_id=r.run_id).complete()]
     print(f"sweep {sweep.name}: {len(sweep.runs) - len(failed)} of {len(sweep.runs)} runs finished")
     if failed:
