@@ -106,12 +106,15 @@ CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped with the packag
 
 def bundled(kind: str, name_or_path: str | Path) -> Path:
     """A config file: an existing path, or the name of one shipped in ``fas_train/configs/<kind>/`` (with or
-    without ``.yaml``; OULU-NPU's protocols are found by name too, e.g. ``oulu_p3_fold1``)."""
+    without ``.yaml``; OULU-NPU's protocols are found by name too, e.g. ``oulu_p3_fold1``). A missing
+    ``configs/<kind>/...`` path (where the shipped files were before they moved into the package, as older
+    run.json files name them) is found by its name."""
     path = Path(name_or_path)
     if path.is_file():
         return path
     stem = path.name.removesuffix(".yaml")
-    found = sorted((CONFIGS / kind).rglob(f"{stem}.yaml")) if path.parent == Path(".") else []
+    legacy = path.parent == Path(".") or Path("configs", kind) in (path.parent, *path.parent.parents)
+    found = sorted((CONFIGS / kind).rglob(f"{stem}.yaml")) if legacy else []
     if len(found) != 1:
         names = sorted(p.stem for p in (CONFIGS / kind).rglob("*.yaml"))
         raise FileNotFoundError(f"{name_or_path}: no such file, nor a shipped {kind[:-1]} config; shipped: "
