@@ -69,13 +69,13 @@ def is_demo_build(build: str | Path) -> bool:
     return any((Path(s["root"]).parent / "demo_corpus.json").is_file() for s in manifest["sources"].values())
 
 
-def markdown(sweep, summary: pd.DataFrame, published: list[dict] | None, partial: bool) -> str:
+def markdown(sweep, rows: pd.DataFrame, summary: pd.DataFrame, published: list[dict] | None, partial: bool) -> str:
     """The table as Markdown: HTER (at the target's EER threshold, as the papers report it) and AUC per
     protocol; then the deployable HTER at the threshold fixed on source data."""
     columns = list(dict.fromkeys(summary["column"]))
     labels = list(dict.fromkeys(summary["label"]))
     cell = summary.set_index(["label", "column"])
-    selections = ", ".join(sorted(set(run_rows(sweep)["selection"])))
+    selections = ", ".join(sorted(set(rows["selection"])))
     seeds = sorted({r.seed for r in sweep.runs})
 
     def value(label, column, name):
@@ -171,7 +171,7 @@ def write_table(sweep, partial: bool = False) -> Path:
     published = None if is_demo_build(sweep.build) else load_published()
     stem = "table.partial" if partial else "table"
     sweep.out.mkdir(parents=True, exist_ok=True)
-    write_text(sweep.out / f"{stem}.md", markdown(sweep, summary, published, partial))
+    write_text(sweep.out / f"{stem}.md", markdown(sweep, rows, summary, published, partial))
     write_csv(sweep.out / f"{stem}.csv", rows)
     plot(summary, sweep.out / f"{stem}.png", f"{sweep.name}: HTER (%), {sweep.level} level")
     if not partial:
