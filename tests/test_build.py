@@ -273,3 +273,34 @@ def test_an_existing_dask_scheduler_runs_the_work(corpus, tmp_path):
         build(config)
         prefix = cluster.scheduler.task_prefixes["extract"]
         assert prefix.state_counts["memory"] == 16  # each video's task finished on this cluster
+
+
+def test_the_local_cluster_keeps_glibc_malloc_defaults_in_its_workers(tmp_path, monkeypatch):
+    # dask's nanny would set MALLOC_TRIM_THRESHOLD_, which made extraction take 1.75x the CPU time
+    from pipeline.config import load_config
+    from pipeline.tasks import close_clients, dask_client
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # another test's nanny may have set it here
+    config = load_config(write_config(tmp_path, {"msu": tmp_path}, compute={"workers": 1, "device": "cpu"}))
+    try:
+        environ = dask_client(config).run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_",
+                                                                                     "OMP_NUM_THREADS")})
+    finally:
+        close_clients()
+    assert list(environ.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
+
+
+def test_the_shipped_dask_worker_config_keeps_them_too(tmp_path, monkeypatch):
+    from dask.distributed import Client, LocalCluster
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    config = Path(__file__).resolve().parents[1] / "configs/dask/workers.yaml"
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        worker = subprocess.Popen([str(BIN / "dask"), "worker", cluster.scheduler_address, "--nthreads", "1"],
+                                  env={**os.environ, "DASK_CONFIG": str(config)}, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            client.wait_for_workers(1, timeout=60)
+            environ = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert list(environ.values()) == ["unset"]
