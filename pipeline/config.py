@@ -137,7 +137,7 @@ class ComputeConfig:
     threads_per_worker: int = 1
     device: str = "auto"  # auto | cpu | cuda
     worker_timeout: float = 300.0  # seconds a build waits with no dask worker before it gives up
-    videos_per_task: int = 0  # videos whose frames a task detects together; 0: 1 on the CPU, 64 frames' worth on CUDA
+    videos_per_task: int = 0  # videos whose frames a task detects together; 0: 16 frames' worth on the CPU, 64 on CUDA
 
     def __post_init__(self):
         if self.videos_per_task < 0:

@@ -143,18 +143,20 @@ class ExtractFaces(BuildTask):
 
 
 def videos_per_task(cfg: BuildConfig) -> int:
-    """``compute.videos_per_task``, or automatically: one video per task on the CPU (its frames are detected
-    together already); on CUDA enough videos for DETECT_BATCH frames per detector call when the frame policy
-    says how many frames a video gives. The device is the one this process sees (set it for a remote cluster)."""
+    """``compute.videos_per_task``, or automatically enough videos for DETECT_BATCH frames of the device per
+    task when the frame policy says how many frames a video gives (else one). The device is the one this
+    process sees (set it for a remote cluster)."""
     if cfg.compute.videos_per_task:
         return cfg.compute.videos_per_task
-    if resolve_device(cfg.compute.device) != "cuda":
-        return 1
     per_video = cfg.frames.count if cfg.frames.policy == "even" else cfg.frames.max_frames
-    return max(1, math.ceil(DETECT_BATCH / per_video)) if per_video else 1
+    batch = DETECT_BATCH[resolve_device(cfg.compute.device)]
+    return max(1, math.ceil(batch / per_video)) if per_video else 1
 
 
-DETECT_BATCH = 64  # frames per detector call a GPU is fed, at least
+# frames per task, at least: a GPU is fed 64 frames per detector call; on the CPU, tasks of 16 frames spend a
+# third less of the orchestrator's and a tenth less of the workers' time on dask than a task per video
+# (measured on the demo corpus at 4 frames per video), and MTCNN runs 6% faster on 16 frames than on 4
+DETECT_BATCH = {"cuda": 64, "cpu": 16}
 
 
 def collect(client, futures: dict, cfg: BuildConfig, bar) -> list[str]:
@@ -170,11 +172,13 @@ def collect(client, futures: dict, cfg: BuildConfig, bar) -> list[str]:
             done = wait(pending, timeout=WORKER_POLL, return_when="FIRST_COMPLETED").done
         except TimeoutError:
             done = set()
+        finished = [future for future in done if future.status == "finished"]
+        results = dict(zip(finished, client.gather(finished)))  # one round trip for all of them
         for future in done:
             pending.discard(future)
             task = futures[future]
             bar.update(len(task))
-            outcomes = [future.exception()] * len(task) if future.status == "error" else future.result()
+            outcomes = results[future] if future in results else [future.exception()] * len(task)
             for job, outcome in zip(task, outcomes):
                 if isinstance(outcome, Exception):
                     failures.append(f"{job.video_id} ({job.path}): {outcome}")
@@ -213,7 +217,7 @@ def depth_backend(cfg: BuildConfig) -> str:
 
 class WriteShards(BuildTask):
     """Streams the per-video results, in build order, into shards of ``samples_per_shard`` samples; memory
-    holds one video at a time, whatever the size of the build."""
+    holds a video and up to 64 waiting rows at a time, whatever the size of the build."""
 
     def requires(self):
         return {d: ExtractFaces(config=self.config, dataset=d, quiet=self.quiet) for d in sorted(self.cfg.datasets)}

@@ -49,10 +49,12 @@ def test_a_resumed_task_writes_the_same_bytes_and_a_bad_video_stops_only_itself(
     assert {job: open(result_path(config.build_dir, job), "rb").read() for job in jobs} == first
     assert os.stat(result_path(config.build_dir, jobs[0])).st_mtime_ns == before  # finished ones not rewritten
 
-def test_videos_per_task_is_one_on_the_cpu_and_64_frames_worth_on_cuda():
+def test_videos_per_task_makes_16_frames_on_the_cpu_and_64_on_cuda():
     base = dict(name="b", datasets={"casia": "/c"}, output_dir="/tmp/x")
-    assert videos_per_task(BuildConfig(**base, compute=ComputeConfig(device="cpu"))) == 1
-    cuda = ComputeConfig(device="cuda")
+    cpu, cuda = ComputeConfig(device="cpu"), ComputeConfig(device="cuda")
+    assert videos_per_task(BuildConfig(**base, compute=cpu, frames=FrameConfig(policy="even", count=4))) == 4
+    assert videos_per_task(BuildConfig(**base, compute=cpu, frames=FrameConfig(policy="even", count=5))) == 4
+    assert videos_per_task(BuildConfig(**base, compute=cpu, frames=FrameConfig(policy="every", step=5))) == 1
     assert videos_per_task(BuildConfig(**base, compute=cuda, frames=FrameConfig(policy="even", count=4))) == 16
     assert videos_per_task(BuildConfig(**base, compute=cuda, frames=FrameConfig(policy="even", count=100))) == 1
     assert videos_per_task(BuildConfig(**base, compute=cuda, frames=FrameConfig(policy="all"))) == 1

@@ -120,7 +120,7 @@ def test_videos_batched_across_tasks_give_the_same_samples(clean_build, corpus, 
     build(config)
     manifest = json.loads((tmp_path / "manifests/t/manifest.json").read_text())
     first = json.loads((clean_build[0] / "manifests/t/manifest.json").read_text())
-    assert manifest["videos_per_task"] == 5 and first["videos_per_task"] == 1
+    assert manifest["videos_per_task"] == 5 and first["videos_per_task"] == 8  # auto: 16 frames
     assert (tmp_path / "manifests/t/samples.csv").read_bytes() == (clean_build[0] / "manifests/t/samples.csv").read_bytes()
     for shard in sorted((tmp_path / "out/t/shards").glob("*.h5")):
         with h5py.File(shard) as a, h5py.File(clean_build[0] / "out/t/shards" / shard.name) as b:
@@ -272,7 +272,7 @@ def test_an_existing_dask_scheduler_runs_the_work(corpus, tmp_path):
                               compute={"scheduler": cluster.scheduler_address, "device": "cpu"})
         build(config)
         prefix = cluster.scheduler.task_prefixes["extract"]
-        assert prefix.state_counts["memory"] == 16  # each video's task finished on this cluster
+        assert prefix.state_counts["memory"] == 2  # every task (16 videos, 8 per task) finished on this cluster
 
 
 def test_the_local_cluster_keeps_glibc_malloc_defaults_in_its_workers(tmp_path, monkeypatch):

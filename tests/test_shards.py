@@ -33,6 +33,19 @@ def test_written_in_pieces_holds_the_same_samples_and_is_reproducible(tmp_path):
         assert all(np.array_equal(a[k][:], b[k][:]) for k in PER_SAMPLE)
 
 
+def test_the_bytes_do_not_depend_on_how_many_rows_wait_for_a_write(tmp_path):
+    data, cuts = rows(24), [0, 3, 8, 10, 17, 18, 24]  # pieces like videos of 1 to 7 frames
+    for buffer in (1, 4, 64):
+        writer = ShardWriter(tmp_path / f"b{buffer}.h5", 24, 8, 4, {"config_hash": "x"}, buffer_rows=buffer)
+        for a, b in zip(cuts, cuts[1:]):
+            writer.write({k: v[a:b] for k, v in data.items()})
+        writer.commit()
+    assert (tmp_path / "b1.h5").read_bytes() == (tmp_path / "b4.h5").read_bytes() == (tmp_path / "b64.h5").read_bytes()
+    with open_shard(tmp_path / "b4.h5") as f:
+        assert all(np.array_equal(f[k][:], data[k]) for k in PER_SAMPLE if k != "video_id")
+        assert [v.decode() for v in f["video_id"][:]] == list(data["video_id"])
+
+
 def test_a_partial_shard_is_never_visible(tmp_path):
     writer = ShardWriter(tmp_path / "s.h5", 5, 8, 4, {"config_hash": "x"})
     writer.write({k: v[:3] for k, v in rows(3).items()})
