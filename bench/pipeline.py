@@ -1,7 +1,9 @@
 """Pipeline benchmark on the demo corpus: frames/s per stage (and each stage's share of one worker's time),
 end to end, the end-to-end rate as a ratio to plain OpenCV decoding and to the MTCNN-only bound on the same
-frames (same run), decoding of longer, larger clips, and peak RSS of the whole build (orchestrator and dask
-workers) as the number of videos grows. The figures are also written as JSON, to compare across commits.
+frames (same run, fed as a build feeds it), decoding of longer, larger clips, and end-to-end rate and peak RSS
+of the whole build (orchestrator and dask workers) for 1x, 2x and 4x the demo corpus (2, 4 and 8 subjects per
+split: 152, 304 and 608 videos; the larger corpora are written once under build/bench/). The figures are also
+written as JSON, to compare across commits.
 
     .venv/bin/python bench/pipeline.py [--corpus build/demo/raw] [--frames 4] [--workers 2] \
         [--json build/bench/pipeline.json]
@@ -9,7 +11,8 @@ workers) as the number of videos grows. The figures are also written as JSON, to
 from __future__ import annotations
 
 import argparse
-import shutil
+import dataclasses
+import json
 import subprocess
 import sys
 import tempfile
@@ -24,11 +27,12 @@ import torch
 import yaml
 from skimage.feature import local_binary_pattern
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from pipeline.atomic import write_json  # noqa: E402
 from pipeline.channels import channels, color_lbp  # noqa: E402
-from pipeline.config import FaceConfig, FrameConfig  # noqa: E402
+from pipeline.config import BuildConfig, ComputeConfig, FaceConfig, FrameConfig  # noqa: E402
 from pipeline.demo import DemoConfig, write_demo_corpus  # noqa: E402
 from pipeline.depth import generic_depth  # noqa: E402
 from pipeline.extract import detect_together  # noqa: E402
@@ -36,6 +40,7 @@ from pipeline.faces import FaceDetector, crop_face, crop_matrix, transform_point
 from pipeline.frames import read_frames, select_indices  # noqa: E402
 from pipeline.provenance import code_version  # noqa: E402
 from pipeline.shards import write_shard  # noqa: E402
+from pipeline.tasks import videos_per_task  # noqa: E402
 
 DATASETS = ("casia", "replay", "msu", "oulu")
 
@@ -70,8 +75,10 @@ def stage_rates(videos, frame_config: FrameConfig) -> dict:
     decoded = [read_frames(v, frame_config) for v in videos]
     rates["decode (one pass, verified)"] = n / (time.perf_counter() - start)
     detector = FaceDetector(FaceConfig(), "cpu")
+    per_call = videos_per_task(BuildConfig("bench", {"casia": "."}, ".", frames=frame_config, compute=ComputeConfig(device="cpu")))
     start = time.perf_counter()
-    detections = [detector.detect(d.frames) for d in decoded]
+    detections = [dets for i in range(0, len(decoded), per_call)  # the build's calls: a task's videos together
+                  for dets in detect_together(detector, [d.frames for d in decoded[i:i + per_call]])]
     rates["MTCNN detect (CPU)"] = n / (time.perf_counter() - start)
     missed = sum(d is None for dets in detections for d in dets)
     if torch.cuda.is_available():  # the GPU fed as a build feeds it: frames of many videos per call
@@ -174,30 +181,31 @@ def decode_rates(videos: list[Path], config: FrameConfig, rounds: int = 3) -> li
     return out
 
 
-def build_run(corpus: Path, subset: int, frames: int, workers: int, work: Path) -> tuple[int, float, float]:
-    """Build a subset of the corpus (first ``subset`` subjects' worth of videos per dataset) through Luigi + dask;
-    return (samples, seconds, peak RSS of the process tree in MiB)."""
-    roots = {}
-    for dataset in DATASETS:
-        files = [p for p in videos_of(corpus) if p.is_relative_to(corpus / dataset)]
-        keep = files[: max(1, len(files) * subset // 4)]
-        for path in keep:
-            target = work / "raw" / dataset / path.relative_to(corpus / dataset)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
-        for extra in ("train_sub_list.txt", "test_sub_list.txt"):
-            if (corpus / dataset / extra).exists():
-                shutil.copy(corpus / dataset / extra, work / "raw" / dataset / extra)
-        roots[dataset] = str(work / "raw" / dataset)
+def corpus_times(base: Path, times: int) -> Path:
+    """The demo corpus with ``times`` as many subjects per split as ``base`` (written once, beside the bench's
+    figures; ``base`` itself for 1)."""
+    if times == 1:
+        return base
+    config = DemoConfig(**json.loads((base / "demo_corpus.json").read_text())["config"])
+    folder = ROOT / "build/bench" / f"corpus-x{times}"
+    write_demo_corpus(folder, dataclasses.replace(config, subjects_per_split=config.subjects_per_split * times),
+                      quiet=True)
+    return folder
+
+
+def build_run(corpus: Path, frames: int, workers: int, work: Path) -> tuple[int, int, float, float]:
+    """Build the whole corpus through Luigi + dask in a fresh process; return (videos, samples, seconds, peak
+    RSS of the process tree in MiB)."""
     config = work / "bench.yaml"
     config.write_text(yaml.safe_dump({
-        "name": "bench", "datasets": roots, "output_dir": str(work / "out"), "manifest_dir": str(work / "manifests"),
+        "name": "bench", "datasets": {d: str((corpus / d).resolve()) for d in DATASETS},
+        "output_dir": str(work / "out"), "manifest_dir": str(work / "manifests"),
         "frames": {"policy": "even", "count": frames}, "depth": {"backend": "generic"},
         "compute": {"workers": workers, "device": "auto"}}))
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "build", "--config", str(config), "--quiet"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=Path(__file__).resolve().parents[1])
+                               cwd=ROOT)
     peak = [0]
 
     def watch():
@@ -217,9 +225,9 @@ def build_run(corpus: Path, subset: int, frames: int, workers: int, work: Path) 
     seconds = time.perf_counter() - start
     if process.returncode:
         raise SystemExit(f"benchmark build failed (exit {process.returncode})")
-    import json
-    samples = json.loads((work / "manifests/bench/manifest.json").read_text())["samples"]
-    return samples, seconds, peak[0] / 2**20
+    manifest = json.loads((work / "manifests/bench/manifest.json").read_text())
+    videos = sum(source["videos"] for source in manifest["sources"].values())
+    return videos, manifest["samples"], seconds, peak[0] / 2**20
 
 
 def main():
@@ -260,19 +268,19 @@ def main():
           f"included)")
     bound = rates.get("MTCNN detect (CUDA, 16 videos per call)", rates["MTCNN detect (CPU)"])  # MTCNN alone
     # on the same frames: this process using every core, or the GPU
-    print(f"  {'videos':>7} {'samples':>8} {'seconds':>8} {'frames/s':>9} {'x plain decode':>15} "
+    print(f"  {'corpus videos':>12} {'samples':>8} {'seconds':>8} {'frames/s':>9} {'x plain decode':>15} "
           f"{'x MTCNN bound':>14} {'peak RSS MiB':>13}")
     figures["end_to_end"] = []
-    for quarter in (1, 2, 4):
+    for times in (1, 2, 4):
+        corpus = corpus_times(args.corpus, times)
         with tempfile.TemporaryDirectory() as tmp:
-            n_videos = sum(max(1, len([v for v in videos if v.is_relative_to(args.corpus / d)]) * quarter // 4)
-                           for d in DATASETS)
-            samples, seconds, rss = build_run(args.corpus, quarter, args.frames, args.workers, Path(tmp))
+            n_videos, samples, seconds, rss = build_run(corpus, args.frames, args.workers, Path(tmp))
             rate = samples / seconds
-            print(f"  {n_videos:>7} {samples:>8} {seconds:>8.1f} {rate:>9.1f} "
+            print(f"  {f'{times}x':>3} {n_videos:>8} {samples:>8} {seconds:>8.1f} {rate:>9.1f} "
                   f"{rate / rates['plain OpenCV decode']:>15.4f} {rate / bound:>14.3f} {rss:>13.0f}")
-            figures["end_to_end"].append({"videos": n_videos, "samples": samples, "seconds": seconds,
-                                          "frames_per_s": rate, "x_mtcnn_bound": rate / bound, "peak_rss_mib": rss})
+            figures["end_to_end"].append({"corpus": f"{times}x", "videos": n_videos, "samples": samples,
+                                          "seconds": seconds, "frames_per_s": rate, "x_mtcnn_bound": rate / bound,
+                                          "peak_rss_mib": rss})
     small, large = figures["end_to_end"][0], figures["end_to_end"][-1]
     marginal = (large["samples"] - small["samples"]) / (large["seconds"] - small["seconds"])
     fixed = small["seconds"] - small["samples"] / marginal
