@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.atomic import write_json  # noqa: E402
 from pipeline.channels import channels, color_lbp  # noqa: E402
-from pipeline.config import BuildConfig, ComputeConfig, FaceConfig, FrameConfig  # noqa: E402
+from pipeline.config import BuildConfig, FaceConfig, FrameConfig  # noqa: E402
 from pipeline.demo import DemoConfig, write_demo_corpus  # noqa: E402
 from pipeline.depth import generic_depth  # noqa: E402
 from pipeline.extract import detect_together  # noqa: E402
@@ -75,7 +75,7 @@ def stage_rates(videos, frame_config: FrameConfig) -> dict:
     decoded = [read_frames(v, frame_config) for v in videos]
     rates["decode (one pass, verified)"] = n / (time.perf_counter() - start)
     detector = FaceDetector(FaceConfig(), "cpu")
-    per_call = videos_per_task(BuildConfig("bench", {"casia": "."}, ".", frames=frame_config, compute=ComputeConfig(device="cpu")))
+    per_call = videos_per_task(BuildConfig("bench", {"casia": "."}, ".", frames=frame_config), "cpu")
     start = time.perf_counter()
     detections = [dets for i in range(0, len(decoded), per_call)  # the build's calls: a task's videos together
                   for dets in detect_together(detector, [d.frames for d in decoded[i:i + per_call]])]

@@ -10,8 +10,9 @@ Run with ``python -m pipeline build --config FILE`` or
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
+import threading
 import time
 import warnings
 from functools import cached_property
@@ -58,13 +59,29 @@ def dask_client(config: BuildConfig):
 WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
-def close_clients() -> None:
-    for client in _CLIENT.values():
+def close_clients(wait: bool = True) -> None:
+    """Close this process's dask clients and the clusters they started. ``wait=False`` closes them in a
+    background thread (the workers take about a second to shut down), which the next call, or the
+    interpreter's exit, waits for."""
+    clients = list(_CLIENT.values())
+    _CLIENT.clear()
+    closing = threading.Thread(target=_close, args=(clients,), name="close-dask-clients")
+    closing.start()
+    _CLOSING.append(closing)
+    if wait:
+        while _CLOSING:
+            _CLOSING.pop().join()
+
+
+_CLOSING: list = []  # threads closing clients
+
+
+def _close(clients: list) -> None:
+    for client in clients:
         cluster = client.cluster
         client.close()
         if cluster is not None:
             cluster.close()
-    _CLIENT.clear()
 
 
 class BuildTask(luigi.Task):
@@ -121,10 +138,16 @@ class ExtractFaces(BuildTask):
         backend = depth_backend(cfg)
         claim_build_dir(cfg)
         remove_leftovers(cfg.build_dir / "videos" / self.dataset)
-        size = videos_per_task(cfg)
-        tasks = [jobs[i:i + size] for i in range(0, len(jobs), size)]  # fixed by the index: the same batches
-        todo = [task for task in tasks if not all(result_path(cfg.build_dir, j).exists() for j in task)]
-        client = dask_client(cfg)
+        info = extract_info_path(cfg, self.dataset)
+        if info.is_file() and all(result_path(cfg.build_dir, j).exists() for j in jobs):
+            todo, client = [], None  # finished before its table was written: no cluster needed
+        else:
+            client = dask_client(cfg)
+            device = workers_device(client, cfg)
+            size = videos_per_task(cfg, device)
+            write_json(info, {"device": device, "videos_per_task": size})
+            tasks = [jobs[i:i + size] for i in range(0, len(jobs), size)]  # fixed by the index: the same batches
+            todo = [task for task in tasks if not all(result_path(cfg.build_dir, j).exists() for j in task)]
         futures = {client.submit(extract_videos, task, cfg, backend, str(cfg.build_dir), pure=False,
                                  key=f"extract-{task[0].sha256[:16]}-{task[0].video_id}-{len(task)}"): task
                    for task in todo}
@@ -142,15 +165,40 @@ class ExtractFaces(BuildTask):
         self.record_time(f"extract-{self.dataset}", time.perf_counter() - start)
 
 
-def videos_per_task(cfg: BuildConfig) -> int:
-    """``compute.videos_per_task``, or automatically enough videos for DETECT_BATCH frames of the device per
-    task when the frame policy says how many frames a video gives (else one). The device is the one this
-    process sees (set it for a remote cluster)."""
+def extract_info_path(cfg: BuildConfig, dataset: str) -> Path:
+    """Where ExtractFaces records the device its workers used and the videos per task that followed."""
+    return cfg.build_dir / "extract" / f"{dataset}.json"
+
+
+def workers_device(client, cfg: BuildConfig) -> str:
+    """The device the workers extract on: ``compute.device``, or for ``auto`` what the workers themselves see
+    (each is asked at once: they import torch for the detector anyway, and the orchestrator never does); "cpu"
+    when they disagree. With no worker for ``compute.worker_timeout`` seconds, NoWorkers."""
+    if cfg.compute.device != "auto":
+        return cfg.compute.device
+    from dask.distributed import wait
+    pins = [{"workers": [w]} for w in client.scheduler_info()["workers"]] or [{}]  # none yet: whoever comes
+    probes = [client.submit(resolve_device, "auto", pure=False, **pin) for pin in pins]
+    try:
+        wait(probes, timeout=cfg.compute.worker_timeout)
+    except TimeoutError:
+        pass
+    answered = [probe for probe in probes if probe.status == "finished"]
+    client.cancel([probe for probe in probes if probe not in answered])
+    if not answered:
+        raise NoWorkers(f"no dask worker at {client.scheduler.address} answered within "
+                        f"{cfg.compute.worker_timeout:.0f} s (compute.worker_timeout); nothing was extracted yet")
+    devices = set(client.gather(answered))
+    return devices.pop() if len(devices) == 1 else "cpu"
+
+
+def videos_per_task(cfg: BuildConfig, device: str) -> int:
+    """``compute.videos_per_task``, or automatically enough videos for DETECT_BATCH frames of ``device`` per
+    task when the frame policy says how many frames a video gives (else one)."""
     if cfg.compute.videos_per_task:
         return cfg.compute.videos_per_task
     per_video = cfg.frames.count if cfg.frames.policy == "even" else cfg.frames.max_frames
-    batch = DETECT_BATCH[resolve_device(cfg.compute.device)]
-    return max(1, math.ceil(batch / per_video)) if per_video else 1
+    return max(1, math.ceil(DETECT_BATCH[device] / per_video)) if per_video else 1
 
 
 # frames per task, at least: a GPU is fed 64 frames per detector call; on the CPU, tasks of 16 frames spend a
@@ -227,6 +275,7 @@ class WriteShards(BuildTask):
 
     def run(self):
         start = time.perf_counter()
+        close_clients(wait=False)  # extraction is over: the workers shut down while the shards are written
         cfg = self.cfg
         remove_leftovers(cfg.build_dir / "shards")
         videos = []
@@ -335,7 +384,8 @@ class BuildManifest(BuildTask):
             "depth_backend": backend, "depth_model": backend_model(backend, cfg.depth.weights_dir),
             "depth_sources": {k: int(v) for k, v in samples["depth_source"].str.split(":").str[0]
                               .value_counts().sort_index().items()},
-            "videos_per_task": videos_per_task(cfg),  # batches across videos change boxes' last bits
+            "extraction": {d: _extract_info(cfg, d) for d in sorted(cfg.datasets)},  # device and videos per task:
+            # batches across videos (and devices) change boxes' last bits
             "shard_dir": str(shard_dir.resolve()),
             "shard_datasets": list(PER_SAMPLE + optional_datasets(cfg)), "label_polarity": LABELS, "attack_values": ATTACKS, "domain_values": DOMAINS,
             "sources": {d: {"root": str(Path(cfg.datasets[d]).resolve()),
@@ -359,6 +409,11 @@ class BuildManifest(BuildTask):
             timings[entry["stage"]] = entry["seconds"]
         write_json(out / "timings.json", timings)  # kept apart: the manifest is identical across rebuilds
         write_json(self.output().path, manifest)
+
+
+def _extract_info(cfg: BuildConfig, dataset: str) -> dict:
+    path = extract_info_path(cfg, dataset)
+    return json.loads(path.read_text()) if path.is_file() else {"device": None, "videos_per_task": None}
 
 
 def _reason_counts(rejects: pd.DataFrame) -> dict:

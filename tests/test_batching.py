@@ -51,12 +51,12 @@ def test_a_resumed_task_writes_the_same_bytes_and_a_bad_video_stops_only_itself(
 
 def test_videos_per_task_makes_16_frames_on_the_cpu_and_64_on_cuda():
     base = dict(name="b", datasets={"casia": "/c"}, output_dir="/tmp/x")
-    cpu, cuda = ComputeConfig(device="cpu"), ComputeConfig(device="cuda")
-    assert videos_per_task(BuildConfig(**base, compute=cpu, frames=FrameConfig(policy="even", count=4))) == 4
-    assert videos_per_task(BuildConfig(**base, compute=cpu, frames=FrameConfig(policy="even", count=5))) == 4
-    assert videos_per_task(BuildConfig(**base, compute=cpu, frames=FrameConfig(policy="every", step=5))) == 1
-    assert videos_per_task(BuildConfig(**base, compute=cuda, frames=FrameConfig(policy="even", count=4))) == 16
-    assert videos_per_task(BuildConfig(**base, compute=cuda, frames=FrameConfig(policy="even", count=100))) == 1
-    assert videos_per_task(BuildConfig(**base, compute=cuda, frames=FrameConfig(policy="all"))) == 1
-    assert videos_per_task(BuildConfig(**base, compute=cuda, frames=FrameConfig(policy="all", max_frames=8))) == 8
-    assert videos_per_task(BuildConfig(**base, compute=ComputeConfig(device="cpu", videos_per_task=5))) == 5
+    auto = ComputeConfig(device="auto")  # the device is the workers' answer, passed in
+    assert videos_per_task(BuildConfig(**base, compute=auto, frames=FrameConfig(policy="even", count=4)), "cpu") == 4
+    assert videos_per_task(BuildConfig(**base, compute=auto, frames=FrameConfig(policy="even", count=5)), "cpu") == 4
+    assert videos_per_task(BuildConfig(**base, compute=auto, frames=FrameConfig(policy="every", step=5)), "cpu") == 1
+    assert videos_per_task(BuildConfig(**base, compute=auto, frames=FrameConfig(policy="even", count=4)), "cuda") == 16
+    assert videos_per_task(BuildConfig(**base, compute=auto, frames=FrameConfig(policy="even", count=100)), "cuda") == 1
+    assert videos_per_task(BuildConfig(**base, compute=auto, frames=FrameConfig(policy="all")), "cuda") == 1
+    assert videos_per_task(BuildConfig(**base, compute=auto, frames=FrameConfig(policy="all", max_frames=8)), "cuda") == 8
+    assert videos_per_task(BuildConfig(**base, compute=ComputeConfig(device="cpu", videos_per_task=5)), "cuda") == 5

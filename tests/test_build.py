@@ -120,7 +120,8 @@ def test_videos_batched_across_tasks_give_the_same_samples(clean_build, corpus, 
     build(config)
     manifest = json.loads((tmp_path / "manifests/t/manifest.json").read_text())
     first = json.loads((clean_build[0] / "manifests/t/manifest.json").read_text())
-    assert manifest["videos_per_task"] == 5 and first["videos_per_task"] == 8  # auto: 16 frames
+    assert manifest["extraction"] == {d: {"device": "cpu", "videos_per_task": 5} for d in ("casia", "msu")}
+    assert first["extraction"]["casia"] == {"device": "cpu", "videos_per_task": 8}  # auto: 16 frames
     assert (tmp_path / "manifests/t/samples.csv").read_bytes() == (clean_build[0] / "manifests/t/samples.csv").read_bytes()
     for shard in sorted((tmp_path / "out/t/shards").glob("*.h5")):
         with h5py.File(shard) as a, h5py.File(clean_build[0] / "out/t/shards" / shard.name) as b:
@@ -275,18 +276,22 @@ def test_an_existing_dask_scheduler_runs_the_work(corpus, tmp_path):
         assert prefix.state_counts["memory"] == 2  # every task (16 videos, 8 per task) finished on this cluster
 
 
-def test_the_local_cluster_keeps_glibc_malloc_defaults_in_its_workers(tmp_path, monkeypatch):
+def test_the_local_cluster_keeps_glibc_malloc_defaults_and_names_its_device(tmp_path, monkeypatch):
     # dask's nanny would set MALLOC_TRIM_THRESHOLD_, which made extraction take 1.75x the CPU time
     from pipeline.config import load_config
-    from pipeline.tasks import close_clients, dask_client
+    from pipeline.extract import resolve_device
+    from pipeline.tasks import close_clients, dask_client, workers_device
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # another test's nanny may have set it here
-    config = load_config(write_config(tmp_path, {"msu": tmp_path}, compute={"workers": 1, "device": "cpu"}))
+    config = load_config(write_config(tmp_path, {"msu": tmp_path}, compute={"workers": 2, "device": "auto"}))
     try:
-        environ = dask_client(config).run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_",
-                                                                                     "OMP_NUM_THREADS")})
+        client = dask_client(config)
+        environ = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
+        device = workers_device(client, config)  # "auto": each worker is asked
+        asked = client.run(lambda: "torch" in sys.modules)
     finally:
         close_clients()
-    assert list(environ.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
+    assert list(environ.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}] * 2
+    assert device == resolve_device("auto") and list(asked.values()) == [True, True]
 
 
 def test_the_shipped_dask_worker_config_keeps_them_too(tmp_path, monkeypatch):

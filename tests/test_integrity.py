@@ -140,15 +140,17 @@ def test_a_source_changed_after_indexing_is_refused(corpus, tmp_path):
     assert json.loads((tmp_path / "manifests/t/manifest.json").read_text())["samples"] == 32
 
 
-def test_a_cluster_without_workers_stops_the_build_naming_the_scheduler(corpus, tmp_path):
+@pytest.mark.parametrize("device, says", [("cpu", "for 3 s"), ("auto", "answered within 3 s")])
+def test_a_cluster_without_workers_stops_the_build_naming_the_scheduler(corpus, tmp_path, device, says):
+    # "auto" asks the workers which device they have: with none, that question times out
     from dask.distributed import LocalCluster
     with LocalCluster(n_workers=0, processes=True, dashboard_address=None) as cluster:
         config = write_config(tmp_path, {"msu": corpus / "msu"},
-                              compute={"scheduler": cluster.scheduler_address, "device": "cpu", "worker_timeout": 3})
+                              compute={"scheduler": cluster.scheduler_address, "device": device, "worker_timeout": 3})
         start = time.monotonic()
         failed = build(config, check=False)
     assert failed.returncode == 1 and time.monotonic() - start < 120
-    assert f"no dask worker at {cluster.scheduler_address} for 3 s (compute.worker_timeout)" in failed.stderr
+    assert f"no dask worker at {cluster.scheduler_address} {says} (compute.worker_timeout)" in failed.stderr
 
 
 def test_compare_tells_a_rebuilt_cache_from_a_different_one(corpus, tmp_path):
