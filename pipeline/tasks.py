@@ -45,7 +45,7 @@ def dask_client(config: BuildConfig):
         if config.compute.scheduler:
             _CLIENT[key] = Client(config.compute.scheduler)
         else:
-            with dask.config.set(WORKER_ENVIRON):
+            with dask.config.set(WORKER_CONFIG):
                 cluster = LocalCluster(n_workers=config.compute.workers, threads_per_worker=1, processes=True,
                                        dashboard_address=None)
             _CLIENT[key] = Client(cluster)
@@ -55,8 +55,11 @@ def dask_client(config: BuildConfig):
 # dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers, which also stops glibc from raising its mmap
 # threshold: every large array (frames, detector pyramids, crops) is then mapped and zeroed afresh, and the
 # extraction took 1.75x the CPU time (measured: 27 s against 15 s for the demo corpus in one process). Our
-# workers keep glibc's defaults; their memory stays flat (bench/pipeline.py prints the peak).
-WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+# workers keep glibc's defaults; their memory stays flat (bench/pipeline.py prints the peak). dask's
+# statistical profiler (a stack sample every 10 ms, for the dashboard we do not start) cost them 8% of their
+# CPU time. configs/dask/workers.yaml says the same for the workers of a remote cluster.
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                 "distributed.worker.profile.enabled": False}
 
 
 def close_clients(wait: bool = True) -> None:

@@ -276,8 +276,8 @@ def test_an_existing_dask_scheduler_runs_the_work(corpus, tmp_path):
         assert prefix.state_counts["memory"] == 2  # every task (16 videos, 8 per task) finished on this cluster
 
 
-def test_the_local_cluster_keeps_glibc_malloc_defaults_and_names_its_device(tmp_path, monkeypatch):
-    # dask's nanny would set MALLOC_TRIM_THRESHOLD_, which made extraction take 1.75x the CPU time
+def test_the_local_cluster_keeps_glibc_malloc_defaults_no_profiler_and_names_its_device(tmp_path, monkeypatch):
+    # dask's nanny would set MALLOC_TRIM_THRESHOLD_ (extraction took 1.75x the CPU time); its profiler cost 8%
     from pipeline.config import load_config
     from pipeline.extract import resolve_device
     from pipeline.tasks import close_clients, dask_client, workers_device
@@ -286,11 +286,13 @@ def test_the_local_cluster_keeps_glibc_malloc_defaults_and_names_its_device(tmp_
     try:
         client = dask_client(config)
         environ = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
+        profiled = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
         device = workers_device(client, config)  # "auto": each worker is asked
         asked = client.run(lambda: "torch" in sys.modules)
     finally:
         close_clients()
     assert list(environ.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}] * 2
+    assert list(profiled.values()) == [False, False]  # no stack sample every 10 ms
     assert device == resolve_device("auto") and list(asked.values()) == [True, True]
 
 
@@ -305,7 +307,8 @@ def test_the_shipped_dask_worker_config_keeps_them_too(tmp_path, monkeypatch):
         try:
             client.wait_for_workers(1, timeout=60)
             environ = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
+            profiled = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
         finally:
             worker.terminate()
             worker.wait(timeout=30)
-    assert list(environ.values()) == ["unset"]
+    assert list(environ.values()) == ["unset"] and list(profiled.values()) == [False]
