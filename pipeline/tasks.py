@@ -15,6 +15,7 @@ import math
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 
@@ -291,6 +292,7 @@ class WriteShards(BuildTask):
         model = json.dumps(backend_model(backend, cfg.depth.weights_dir), sort_keys=True)
         per = cfg.shards.samples_per_shard
         rows, rejects, writer, written = [], [], None, 0
+        hasher, hashes = ThreadPoolExecutor(1), {}  # each finished shard is hashed while the next is written
         for dataset, video_id, path, meta in tqdm(videos, unit="video", desc="shards", disable=self.quiet,
                                                   dynamic_ncols=True):
             arrays, video_rejects, result_meta = load_result(path)
@@ -325,10 +327,33 @@ class WriteShards(BuildTask):
                 written += take
                 if writer.filled == writer.n:
                     writer.commit()
+                    hashes[writer.path] = hasher.submit(file_record, writer.path)
                     writer = None
+        write_json(shard_hashes_path(cfg), {path.name: record.result() for path, record in hashes.items()})
+        hasher.shutdown()
         _write_csv(cfg.build_dir / "shards" / "rejects.csv", rejects, ["video_id", "frame_index", "reason", "action"])
         _write_csv(self.output().path, rows, SAMPLE_COLUMNS)
         self.record_time("shards", time.perf_counter() - start)
+
+
+def shard_hashes_path(cfg: BuildConfig) -> Path:
+    """Where WriteShards records each shard's sha256, size and modification time, as it wrote them."""
+    return cfg.build_dir / "shards" / "sha256.json"
+
+
+def file_record(path: Path) -> dict:
+    """A file's sha256, size and modification time (ns)."""
+    stat = path.stat()
+    return {"sha256": sha256_file(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def shard_sha256(cfg: BuildConfig, path: Path) -> str:
+    """A shard's sha256: the one WriteShards recorded while the file is as it left it, else hashed now."""
+    records = json.loads(shard_hashes_path(cfg).read_text()) if shard_hashes_path(cfg).is_file() else {}
+    record, stat = records.get(path.name), path.stat()
+    if record and (record["bytes"], record["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+        return record["sha256"]
+    return sha256_file(path)
 
 
 def optional_datasets(cfg: BuildConfig) -> tuple:
@@ -379,7 +404,7 @@ class BuildManifest(BuildTask):
         shards = []
         for shard, group in samples.groupby("shard", sort=True):
             path = shard_dir / shard
-            shards.append({"file": shard, "sha256": sha256_file(path), "samples": len(group),
+            shards.append({"file": shard, "sha256": shard_sha256(cfg, path), "samples": len(group),
                            "bytes": path.stat().st_size})
         manifest = {
             "build": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
