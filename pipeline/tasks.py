@@ -347,9 +347,9 @@ def file_record(path: Path) -> dict:
     return {"sha256": sha256_file(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def shard_sha256(cfg: BuildConfig, path: Path) -> str:
-    """A shard's sha256: the one WriteShards recorded while the file is as it left it, else hashed now."""
-    records = json.loads(shard_hashes_path(cfg).read_text()) if shard_hashes_path(cfg).is_file() else {}
+def shard_sha256(records: dict, path: Path) -> str:
+    """A shard's sha256: the one WriteShards recorded (``records``, read from shard_hashes_path) while the file
+    is as it left it, else hashed now."""
     record, stat = records.get(path.name), path.stat()
     if record and (record["bytes"], record["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
         return record["sha256"]
@@ -401,10 +401,11 @@ class BuildManifest(BuildTask):
         table_sha256 = {name: hashlib.sha256(write_csv(out / name, frame).encode()).hexdigest()
                         for name, frame in (("samples.csv", samples), ("rejects.csv", rejects),
                                             ("sources.csv", sources))}
-        shards = []
+        shards, hashes = [], shard_hashes_path(cfg)
+        records = json.loads(hashes.read_text()) if hashes.is_file() else {}
         for shard, group in samples.groupby("shard", sort=True):
             path = shard_dir / shard
-            shards.append({"file": shard, "sha256": shard_sha256(cfg, path), "samples": len(group),
+            shards.append({"file": shard, "sha256": shard_sha256(records, path), "samples": len(group),
                            "bytes": path.stat().st_size})
         manifest = {
             "build": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.config_hash(),

@@ -315,16 +315,13 @@ def test_the_shipped_dask_worker_config_keeps_them_too(tmp_path, monkeypatch):
 
 
 def test_the_manifest_takes_a_shards_hash_from_its_writer_only_while_the_file_is_unchanged(tmp_path):
-    from types import SimpleNamespace
-
     from pipeline.hashing import sha256_file
-    from pipeline.tasks import file_record, shard_hashes_path, shard_sha256
-    cfg = SimpleNamespace(build_dir=tmp_path)
-    shard = tmp_path / "shards" / "shard-00000.h5"
-    shard.parent.mkdir()
+    from pipeline.tasks import file_record, shard_sha256
+    shard = tmp_path / "shard-00000.h5"
     shard.write_bytes(b"a" * 64)
-    shard_hashes_path(cfg).write_text(json.dumps({shard.name: {**file_record(shard), "sha256": "as written"}}))
-    assert shard_sha256(cfg, shard) == "as written"  # not hashed again
+    records = {shard.name: {**file_record(shard), "sha256": "as written"}}
+    assert shard_sha256(records, shard) == "as written"  # not hashed again
     time.sleep(0.01)
     shard.write_bytes(b"b" * 64)  # same size, new bytes
-    assert shard_sha256(cfg, shard) == sha256_file(shard) != "as written"
+    assert shard_sha256(records, shard) == sha256_file(shard) != "as written"
+    assert shard_sha256({}, shard) == sha256_file(shard)  # a build whose writer recorded nothing
