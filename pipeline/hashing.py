@@ -24,6 +24,12 @@ def sha256_file(path: str | os.PathLike, progress: tqdm | None = None) -> str:
     return digest.hexdigest()
 
 
+def file_record(path: str | os.PathLike) -> dict:
+    """A file's sha256, size and modification time (ns), to tell later whether it is still the same file."""
+    stat = os.stat(path)
+    return {"sha256": sha256_file(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def hash_files(paths: list[Path], *, workers: int = 4, quiet: bool = False,
                desc: str = "sha256") -> list[str | OSError]:
     """SHA-256 of each path, in order; an unreadable file gives its OSError instead of a digest."""

@@ -28,7 +28,7 @@ from .atomic import write_csv, write_json
 from .config import BuildConfig, load_config
 from .depth import backend_model, resolve_backend
 from .extract import SourceChanged, VideoJob, extract_videos, load_result, resolve_device, result_path
-from .hashing import content_sha256, sha256_file
+from .hashing import content_sha256, file_record, sha256_file
 from .identity import check_outputs, claim_build_dir
 from .index import index_dataset, read_table, write_index
 from .provenance import code_version, package_versions
@@ -69,9 +69,10 @@ def close_clients(wait: bool = True) -> None:
     interpreter's exit, waits for."""
     clients = list(_CLIENT.values())
     _CLIENT.clear()
-    closing = threading.Thread(target=_close, args=(clients,), name="close-dask-clients")
-    closing.start()
-    _CLOSING.append(closing)
+    if clients:
+        closing = threading.Thread(target=_close, args=(clients,), name="close-dask-clients")
+        closing.start()
+        _CLOSING.append(closing)
     if wait:
         while _CLOSING:
             _CLOSING.pop().join()
@@ -143,7 +144,8 @@ class ExtractFaces(BuildTask):
         claim_build_dir(cfg)
         remove_leftovers(cfg.build_dir / "videos" / self.dataset)
         info = extract_info_path(cfg, self.dataset)
-        if info.is_file() and all(result_path(cfg.build_dir, j).exists() for j in jobs):
+        finished = {j.video_id for j in jobs if result_path(cfg.build_dir, j).exists()}
+        if info.is_file() and len(finished) == len(jobs):
             todo, client = [], None  # finished before its table was written: no cluster needed
         else:
             client = dask_client(cfg)
@@ -151,7 +153,7 @@ class ExtractFaces(BuildTask):
             size = videos_per_task(cfg, device)
             write_json(info, {"device": device, "videos_per_task": size})
             tasks = [jobs[i:i + size] for i in range(0, len(jobs), size)]  # fixed by the index: the same batches
-            todo = [task for task in tasks if not all(result_path(cfg.build_dir, j).exists() for j in task)]
+            todo = [task for task in tasks if not all(j.video_id in finished for j in task)]
         futures = {client.submit(extract_videos, task, cfg, backend, str(cfg.build_dir), pure=False,
                                  key=f"extract-{task[0].sha256[:16]}-{task[0].video_id}-{len(task)}"): task
                    for task in todo}
@@ -339,12 +341,6 @@ class WriteShards(BuildTask):
 def shard_hashes_path(cfg: BuildConfig) -> Path:
     """Where WriteShards records each shard's sha256, size and modification time, as it wrote them."""
     return cfg.build_dir / "shards" / "sha256.json"
-
-
-def file_record(path: Path) -> dict:
-    """A file's sha256, size and modification time (ns)."""
-    stat = path.stat()
-    return {"sha256": sha256_file(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def shard_sha256(records: dict, path: Path) -> str:

@@ -315,8 +315,8 @@ def test_the_shipped_dask_worker_config_keeps_them_too(tmp_path, monkeypatch):
 
 
 def test_the_manifest_takes_a_shards_hash_from_its_writer_only_while_the_file_is_unchanged(tmp_path):
-    from pipeline.hashing import sha256_file
-    from pipeline.tasks import file_record, shard_sha256
+    from pipeline.hashing import file_record, sha256_file
+    from pipeline.tasks import shard_sha256
     shard = tmp_path / "shard-00000.h5"
     shard.write_bytes(b"a" * 64)
     records = {shard.name: {**file_record(shard), "sha256": "as written"}}
