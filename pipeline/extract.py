@@ -26,6 +26,10 @@ from .hashing import sha256_file
 _MODELS: dict = {}  # per worker process: landmark network and a detector per sizing, loaded once
 
 
+class ResultError(RuntimeError):
+    """A per-video result file that cannot be read (truncated or changed after it was written)."""
+
+
 class SourceChanged(RuntimeError):
     """A source file whose bytes differ from those the index hashed: the build would record the wrong file."""
 
@@ -249,12 +253,17 @@ def _depth_estimates(faces: list, crops: list, backend: str, landmarks, config: 
     return [(generic(det, matrix), "generic") for _, _, det, matrix in faces]
 
 
-def load_result(path: Path) -> tuple[dict, list, dict]:
-    """Arrays, rejects [(frame_index, reason)] and metadata of a result file."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files if k not in ("rejects", "meta")}
-        rejects = json.loads(str(data["rejects"]))
-        meta = json.loads(str(data["meta"]))
+def load_result(path: Path, names: tuple | None = None) -> tuple[dict, list, dict]:
+    """Arrays (all, or only those in ``names``: npz members load one by one), rejects [(frame_index, reason)]
+    and metadata of a result file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:  # zip CRCs: a changed byte does not load
+            arrays = {k: data[k] for k in data.files
+                      if k not in ("rejects", "meta") and (names is None or k in names)}
+            rejects = json.loads(str(data["rejects"]))
+            meta = json.loads(str(data["meta"]))
+    except Exception as err:  # noqa: BLE001 - whatever makes it unreadable, named with the file
+        raise ResultError(f"{path}: unreadable extraction result ({type(err).__name__}: {err})") from None
     return arrays, [tuple(r) for r in rejects], meta
 
 

@@ -41,13 +41,14 @@ def shard_bytes(n: int, image_size: int, depth_size: int, optional: tuple = ()) 
     return n * per_sample + (1 << 20)
 
 
-def ensure_space(path: Path, needed: int) -> None:
-    """Raise ShardSpaceError, naming the shard and the space it needs, when its folder's disk has less free."""
+def ensure_space(path: Path, needed: int, what: str = "this shard") -> None:
+    """Raise ShardSpaceError, naming ``path`` (a shard, or a pattern of shards: ``what``) and the space it needs,
+    when its folder's disk has less free."""
     folder = Path(path).parent
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise ShardSpaceError(f"{path}: not enough free disk space to write this shard: it needs up to "
+        raise ShardSpaceError(f"{path}: not enough free disk space to write {what}: it needs up to "
                               f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free in {folder}; free "
                               f"{(needed - free) / 2**20:.1f} MiB (or point output_dir elsewhere) and run the build "
                               f"again: finished videos are kept and the shards come out the same")

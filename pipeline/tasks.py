@@ -2,8 +2,9 @@
 
     IndexSource(dataset) -> ExtractFaces(dataset) -> WriteShards -> BuildManifest
 
-ExtractFaces hands one job per video to dask (a LocalCluster, or the scheduler named in the config), and
-each video's result is its own atomic file, so a killed build resumes without redoing finished videos.
+ExtractFaces hands the videos to dask (a LocalCluster, or the scheduler named in the config) in tasks of a few
+videos, and each video's result is its own atomic file, so a killed build resumes without redoing finished
+videos; WriteShards has the workers write the shards, one task per shard.
 Run with ``python -m pipeline build --config FILE`` or
 ``luigi --module pipeline.tasks BuildManifest --config FILE --local-scheduler``.
 """
@@ -15,7 +16,7 @@ import math
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -24,15 +25,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from .assemble import Part, ShardPlan, cut, read_result, write_planned_shard
 from .atomic import write_csv, write_json
 from .config import BuildConfig, load_config
 from .depth import backend_model, resolve_backend
-from .extract import SourceChanged, VideoJob, extract_videos, load_result, resolve_device, result_path
-from .hashing import content_sha256, file_record, sha256_file
+from .extract import SourceChanged, VideoJob, extract_videos, resolve_device, result_path
+from .hashing import content_sha256, sha256_file
 from .identity import check_outputs, claim_build_dir
 from .index import index_dataset, read_table, write_index
 from .provenance import code_version, package_versions
-from .shards import ATTACKS, DOMAINS, LABELS, PER_SAMPLE, ShardWriter
+from .shards import ATTACKS, DOMAINS, LABELS, PER_SAMPLE, ensure_space, shard_bytes
 
 _CLIENT = {}
 
@@ -133,6 +135,14 @@ class ExtractFaces(BuildTask):
 
     def output(self):
         return luigi.LocalTarget(str(self.cfg.build_dir / "extract" / f"{self.dataset}.csv"))
+
+    def complete(self) -> bool:
+        """Its table is written and every result the table lists is there (WriteShards removes unreadable ones,
+        to be extracted again)."""
+        if not super().complete():
+            return False
+        videos = self.cfg.build_dir / "videos"
+        return all((videos / result).is_file() for result in pd.read_csv(self.output().path, dtype=str)["result"])
 
     def run(self):
         start = time.perf_counter()
@@ -270,8 +280,9 @@ def depth_backend(cfg: BuildConfig) -> str:
 
 
 class WriteShards(BuildTask):
-    """Streams the per-video results, in build order, into shards of ``samples_per_shard`` samples; memory
-    holds a video and up to 64 waiting rows at a time, whatever the size of the build."""
+    """Cuts the per-video results, in build order, into shards of ``samples_per_shard`` samples and has the
+    dask workers write them, one shard per task (pipeline.assemble); this process reads only the results'
+    small arrays for the tables. A worker holds a video and up to 64 waiting rows at a time."""
 
     def requires(self):
         return {d: ExtractFaces(config=self.config, dataset=d, quiet=self.quiet) for d in sorted(self.cfg.datasets)}
@@ -281,61 +292,102 @@ class WriteShards(BuildTask):
 
     def run(self):
         start = time.perf_counter()
-        close_clients(wait=False)  # extraction is over: the workers shut down while the shards are written
         cfg = self.cfg
-        remove_leftovers(cfg.build_dir / "shards")
-        videos = []
+        shard_dir = cfg.build_dir / "shards"
+        remove_leftovers(shard_dir)
+        videos, rejects = self.videos()
+        plans, rows = plan_shards(videos, cfg)
+        optional = optional_datasets(cfg)
+        ensure_space(shard_dir / "shard-*.h5", sum(shard_bytes(plan.samples, cfg.face.size, cfg.depth.size, optional)
+                                                   for plan in plans), f"the build's {len(plans)} shard(s)")
+        records = write_shards(plans, cfg, optional, self.quiet)
+        close_clients(wait=False)  # the workers shut down while the tables are written
+        write_json(shard_hashes_path(cfg), records)
+        _write_csv(shard_dir / "rejects.csv", rejects, ["video_id", "frame_index", "reason", "action"])
+        _write_csv(self.output().path, rows, SAMPLE_COLUMNS)
+        self.record_time("shards", time.perf_counter() - start)
+
+    def videos(self) -> tuple[list[ResultInfo], list[dict]]:
+        """Every video's result in build order (its small arrays read), and the rows of rejects.csv."""
+        cfg, videos, rejects = self.cfg, [], []
         for dataset, target in sorted(self.input().items()):
             table = read_table(self.requires()[dataset].input().path).set_index("video_id")
             for row in pd.read_csv(target.path, dtype=str).itertuples():
-                videos.append((dataset, row.video_id, cfg.build_dir / "videos" / row.result, table.loc[row.video_id]))
-        total = sum(sample_count(path) for _, _, path, _ in videos)
-        backend = depth_backend(cfg)
-        model = json.dumps(backend_model(backend, cfg.depth.weights_dir), sort_keys=True)
-        per = cfg.shards.samples_per_shard
-        rows, rejects, writer, written = [], [], None, 0
-        hasher, hashes = ThreadPoolExecutor(1), {}  # each finished shard is hashed while the next is written
-        for dataset, video_id, path, meta in tqdm(videos, unit="video", desc="shards", disable=self.quiet,
-                                                  dynamic_ncols=True):
-            arrays, video_rejects, result_meta = load_result(path)
-            rejects += [{"video_id": video_id, "frame_index": i, "reason": why, "action": "rejected"}
-                        for i, why in video_rejects]
-            flags = ""
-            rotation = (result_meta.get("rotation", 0) + result_meta.get("rotation_tag", 0)) % 360
-            if result_meta.get("truncated") and cfg.frames.truncated == "keep":
-                flags = "truncated"
-                rejects.append({"video_id": video_id, "frame_index": -1, "reason": result_meta["truncated"],
-                                "action": "flagged (frames kept)"})
-            samples = _samples(arrays, dataset, video_id, meta)
-            n, offset = len(samples["label"]), 0
-            while offset < n:
-                if writer is None:
-                    number = written // per
-                    attrs = {"config_hash": cfg.config_hash(), "build": cfg.name, "shard": number,
-                             "depth_backend": backend, "depth_model": model,
-                             "first_sample": f"{video_id}#{samples['frame_index'][offset]}"}
-                    writer = ShardWriter(cfg.build_dir / "shards" / f"shard-{number:05d}.h5", min(per, total - written),
-                                         cfg.face.size, cfg.depth.size, attrs, cfg.shards.compression,
-                                         optional_datasets(cfg))
-                take = min(n - offset, writer.n - writer.filled)
-                writer.write({k: v[offset:offset + take] for k, v in samples.items()})
-                rows += [{"shard": writer.path.name, "row": writer.filled - take + i, "video_id": video_id,
-                          "frame_index": int(f), "dataset": dataset, "domain": meta["domain"], "split": meta["split"],
-                          "label": meta["label"], "attack": meta["attack"], "subject": meta["subject"],
-                          "flags": flags, "rotation": rotation, "depth_source": str(source)}
-                         for i, (f, source) in enumerate(zip(samples["frame_index"][offset:offset + take],
-                                                             samples["depth_source"][offset:offset + take]))]
-                offset += take
-                written += take
-                if writer.filled == writer.n:
-                    writer.commit()
-                    hashes[writer.path] = hasher.submit(file_record, writer.path)
-                    writer = None
-        write_json(shard_hashes_path(cfg), {path.name: record.result() for path, record in hashes.items()})
-        hasher.shutdown()
-        _write_csv(cfg.build_dir / "shards" / "rejects.csv", rejects, ["video_id", "frame_index", "reason", "action"])
-        _write_csv(self.output().path, rows, SAMPLE_COLUMNS)
-        self.record_time("shards", time.perf_counter() - start)
+                result = cfg.build_dir / "videos" / row.result
+                arrays, video_rejects, meta = read_result(result, ("frame_index", "depth_source"))
+                rejects += [{"video_id": row.video_id, "frame_index": i, "reason": why, "action": "rejected"}
+                            for i, why in video_rejects]
+                flags = ""
+                if meta.get("truncated") and cfg.frames.truncated == "keep":
+                    flags = "truncated"
+                    rejects.append({"video_id": row.video_id, "frame_index": -1, "reason": meta["truncated"],
+                                    "action": "flagged (frames kept)"})
+                rotation = (meta.get("rotation", 0) + meta.get("rotation_tag", 0)) % 360
+                videos.append(ResultInfo(dataset, row.video_id, str(result), table.loc[row.video_id], flags,
+                                         rotation, arrays["frame_index"], arrays["depth_source"]))
+        return videos, rejects
+
+
+@dataclass(frozen=True)
+class ResultInfo:
+    """What the tables need of one video's result, without its images."""
+
+    dataset: str
+    video_id: str
+    result: str
+    source: pd.Series  # its row of the index
+    flags: str
+    rotation: int
+    frame_index: np.ndarray
+    depth_source: np.ndarray
+
+
+def plan_shards(videos: list[ResultInfo], cfg: BuildConfig) -> tuple[list[ShardPlan], list[dict]]:
+    """The shards of the build's sample order, and the rows of samples.csv (shard and row of every sample)."""
+    backend = depth_backend(cfg)
+    model = json.dumps(backend_model(backend, cfg.depth.weights_dir), sort_keys=True)
+    plans, rows = [], []
+    for number, pieces in enumerate(cut([len(v.frame_index) for v in videos], cfg.shards.samples_per_shard)):
+        path, parts = cfg.build_dir / "shards" / f"shard-{number:05d}.h5", []
+        for video, offset, take in pieces:
+            v, meta = videos[video], videos[video].source
+            first_row = sum(part.take for part in parts)
+            parts.append(Part(v.result, v.dataset, v.video_id, meta["label"], meta["attack"], offset, take))
+            rows += [{"shard": path.name, "row": first_row + i, "video_id": v.video_id, "frame_index": int(frame),
+                      "dataset": v.dataset, "domain": meta["domain"], "split": meta["split"], "label": meta["label"],
+                      "attack": meta["attack"], "subject": meta["subject"], "flags": v.flags, "rotation": v.rotation,
+                      "depth_source": str(source)}
+                     for i, (frame, source) in enumerate(zip(v.frame_index[offset:offset + take],
+                                                             v.depth_source[offset:offset + take]))]
+        first = videos[pieces[0][0]]
+        attrs = {"config_hash": cfg.config_hash(), "build": cfg.name, "shard": number, "depth_backend": backend,
+                 "depth_model": model, "first_sample": f"{first.video_id}#{first.frame_index[pieces[0][1]]}"}
+        plans.append(ShardPlan(str(path), attrs, tuple(parts)))
+    return plans, rows
+
+
+def write_shards(plans: list[ShardPlan], cfg: BuildConfig, optional: tuple, quiet: bool) -> dict:
+    """Have the dask workers write the planned shards; return each shard's file record by file name. The first
+    failure stops the build (it names the shard or the result file; shards already written are rewritten by
+    the next run, to the same bytes)."""
+    from dask.distributed import as_completed
+    if not plans:
+        return {}
+    client = dask_client(cfg)
+    futures = [client.submit(write_planned_shard, plan, cfg.face.size, cfg.depth.size, cfg.shards.compression,
+                             optional, pure=False, key=f"shard-{cfg.config_hash()[:12]}-{Path(plan.path).name}")
+               for plan in plans]
+    names = {future.key: Path(plan.path).name for future, plan in zip(futures, plans)}
+    samples = {future.key: plan.samples for future, plan in zip(futures, plans)}
+    records = {}
+    with tqdm(total=sum(samples.values()), unit="sample", desc="shards", disable=quiet, dynamic_ncols=True) as bar:
+        try:
+            for future in as_completed(futures):
+                records[names[future.key]] = future.result()
+                bar.update(samples[future.key])
+        finally:
+            client.cancel([future for future in futures if not future.done()])
+    return dict(sorted(records.items()))
 
 
 def shard_hashes_path(cfg: BuildConfig) -> Path:
@@ -362,20 +414,6 @@ def optional_datasets(cfg: BuildConfig) -> tuple:
 # sample's depth map (the target of a live face, the stored estimate of an attack; "none" when no map was made)
 SAMPLE_COLUMNS = ["shard", "row", "video_id", "frame_index", "dataset", "domain", "split", "label", "attack",
                   "subject", "flags", "rotation", "depth_source"]
-
-
-def sample_count(path: Path) -> int:
-    """Samples in a per-video result, reading only its frame index."""
-    with np.load(path) as data:
-        return len(data["frame_index"])
-
-
-def _samples(arrays: dict, dataset: str, video_id: str, meta) -> dict:
-    """A video's extracted arrays with the per-sample label, domain, attack and video id columns."""
-    n = len(arrays["frame_index"])
-    return {**arrays, "label": np.full(n, LABELS[meta["label"]], np.uint8),
-            "domain": np.full(n, DOMAINS[dataset], np.uint8), "attack": np.full(n, ATTACKS[meta["attack"]], np.uint8),
-            "video_id": np.array([video_id] * n, dtype=object)}
 
 
 class BuildManifest(BuildTask):

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.hashing import sha256_file
 
-from test_build import build, write_config
+from test_build import build, outputs, write_config
 
 
 @contextlib.contextmanager
@@ -59,7 +59,8 @@ def test_a_full_disk_while_shards_are_written_is_named_cleaned_up_and_resumes_id
         else:
             failed = build(config, check=False)
             assert failed.returncode == 1
-            assert "shard-00000.h5: not enough free disk space to write this shard: it needs up to" in failed.stderr
+            assert "shard-*.h5: not enough free disk space to write the build's 1 shard(s): it needs up to" \
+                in failed.stderr
             assert "Segmentation fault" not in failed.stderr
             resize(80)
         shards = disk / "out/t/shards"
@@ -138,6 +139,33 @@ def test_a_source_changed_after_indexing_is_refused(corpus, tmp_path):
     victim.write_bytes(kept)
     build(config)
     assert json.loads((tmp_path / "manifests/t/manifest.json").read_text())["samples"] == 32
+
+
+def test_an_unreadable_result_is_named_removed_and_extracted_again(corpus, tmp_path):
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    build(write_config(reference, {"msu": corpus / "msu"}))
+    config = write_config(tmp_path, {"msu": corpus / "msu"})
+    subprocess.run([sys.executable, "-c", "import luigi, sys; from pipeline.tasks import ExtractFaces; "
+                    f"sys.exit(not luigi.build([ExtractFaces(config={str(config)!r}, dataset='msu', quiet=True)], "
+                    "local_scheduler=True))"], check=True, timeout=300, capture_output=True)
+    results = sorted((tmp_path / "out/t/videos").rglob("*.npz"))
+    flipped, cut_short = results[3], results[10]
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 1  # inside an image array: only its zip CRC tells
+    flipped.write_bytes(bytes(data))
+    cut_short.write_bytes(cut_short.read_bytes()[:1000])
+    for victim, why in ((cut_short, "File is not a zip file"), (flipped, "Bad CRC-32")):
+        failed = build(config, check=False)
+        assert failed.returncode == 1
+        assert f"{victim}: unreadable extraction result (BadZipFile: {why}" in failed.stderr
+        assert "removed it: run the build again to extract that video anew" in failed.stderr
+        assert not victim.exists() and not list((tmp_path / "out/t/shards").glob(".*"))
+    build(config)
+    assert sorted((tmp_path / "out/t/videos").rglob("*.npz")) == results
+    rebuilt, clean = outputs(tmp_path), outputs(reference)
+    del rebuilt["manifest.json"], clean["manifest.json"]  # it names its own folders
+    assert rebuilt == clean
 
 
 @pytest.mark.parametrize("device, says", [("cpu", "for 3 s"), ("auto", "answered within 3 s")])

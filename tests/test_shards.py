@@ -64,3 +64,16 @@ def test_reader_names_a_truncated_or_missing_shard(tmp_path):
         open_shard(tmp_path / "cut.h5")
     with pytest.raises(ShardError, match=r"gone.h5: shard is missing"):
         open_shard(tmp_path / "gone.h5")
+
+
+def test_the_sample_order_is_cut_into_full_shards_and_one_remainder():
+    from pipeline.assemble import cut
+    # videos of 2, 0, 4 and 1 samples into shards of 3: a video may straddle shards, an empty one is in none
+    assert cut([2, 0, 4, 1], 3) == [[(0, 0, 2), (2, 0, 1)], [(2, 1, 3)], [(3, 0, 1)]]
+    assert cut([3, 3], 3) == [[(0, 0, 3)], [(1, 0, 3)]]
+    assert cut([0, 0], 3) == []
+    counts = [5, 1, 7, 0, 2, 9]
+    shards = cut(counts, 4)
+    assert [sum(take for _, _, take in shard) for shard in shards] == [4, 4, 4, 4, 4, 4]
+    rows = [(video, offset + k) for shard in shards for video, offset, take in shard for k in range(take)]
+    assert rows == [(video, k) for video, n in enumerate(counts) for k in range(n)]  # every sample once, in order
