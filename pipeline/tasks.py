@@ -226,20 +226,12 @@ DETECT_BATCH = {"cuda": 64, "cpu": 16}
 def collect(client, futures: dict, cfg: BuildConfig, bar) -> list[str]:
     """Wait for the extraction tasks (each a list of videos); return the failures, each naming its video and
     file. A source that changed since indexing stops the dataset's extraction (the other tasks are cancelled;
-    finished videos are kept). With no dask worker for ``compute.worker_timeout`` seconds the build stops,
-    naming the scheduler."""
-    from dask.distributed import wait
-    pending, failures = set(futures), []
-    last_worker = time.monotonic()
-    while pending:
-        try:
-            done = wait(pending, timeout=WORKER_POLL, return_when="FIRST_COMPLETED").done
-        except TimeoutError:
-            done = set()
+    finished videos are kept)."""
+    failures = []
+    for done in as_they_finish(client, futures, cfg, "finished videos are kept and a re-run resumes"):
         finished = [future for future in done if future.status == "finished"]
         results = dict(zip(finished, client.gather(finished)))  # one round trip for all of them
         for future in done:
-            pending.discard(future)
             task = futures[future]
             bar.update(len(task))
             outcomes = results[future] if future in results else [future.exception()] * len(task)
@@ -247,16 +239,29 @@ def collect(client, futures: dict, cfg: BuildConfig, bar) -> list[str]:
                 if isinstance(outcome, Exception):
                     failures.append(f"{job.video_id} ({job.path}): {outcome}")
             if any(isinstance(outcome, SourceChanged) for outcome in outcomes):
-                client.cancel(list(pending))
+                client.cancel([f for f in futures if not f.done()])
                 return failures
+    return failures
+
+
+def as_they_finish(client, futures, cfg: BuildConfig, kept: str):
+    """Yield the futures in rounds as they finish. With no dask worker for ``compute.worker_timeout`` seconds,
+    cancel the rest and raise NoWorkers naming the scheduler (``kept``: what a re-run starts from)."""
+    from dask.distributed import wait
+    pending, last_worker = set(futures), time.monotonic()
+    while pending:
+        try:
+            done = wait(pending, timeout=WORKER_POLL, return_when="FIRST_COMPLETED").done
+        except TimeoutError:
+            done = set()
+        pending -= done
+        yield done
         if client.nthreads():
             last_worker = time.monotonic()
-        elif time.monotonic() - last_worker > cfg.compute.worker_timeout:
+        elif pending and time.monotonic() - last_worker > cfg.compute.worker_timeout:
             client.cancel(list(pending))
             raise NoWorkers(f"no dask worker at {client.scheduler.address} for {cfg.compute.worker_timeout:.0f} s "
-                            f"(compute.worker_timeout) with {len(pending)} video(s) to go; finished videos are "
-                            f"kept and a re-run resumes")
-    return failures
+                            f"(compute.worker_timeout) with {len(pending)} task(s) to go; {kept}")
 
 
 class NoWorkers(RuntimeError):
@@ -370,7 +375,6 @@ def write_shards(plans: list[ShardPlan], cfg: BuildConfig, optional: tuple, quie
     """Have the dask workers write the planned shards; return each shard's file record by file name. The first
     failure stops the build (it names the shard or the result file; shards already written are rewritten by
     the next run, to the same bytes)."""
-    from dask.distributed import as_completed
     if not plans:
         return {}
     client = dask_client(cfg)
@@ -382,9 +386,11 @@ def write_shards(plans: list[ShardPlan], cfg: BuildConfig, optional: tuple, quie
     records = {}
     with tqdm(total=sum(samples.values()), unit="sample", desc="shards", disable=quiet, dynamic_ncols=True) as bar:
         try:
-            for future in as_completed(futures):
-                records[names[future.key]] = future.result()
-                bar.update(samples[future.key])
+            for done in as_they_finish(client, futures, cfg, "finished videos are kept, the shards are written "
+                                                             "again"):
+                for future in done:
+                    records[names[future.key]] = future.result()  # the first failure raises, naming its file
+                    bar.update(samples[future.key])
         finally:
             client.cancel([future for future in futures if not future.done()])
     return dict(sorted(records.items()))

@@ -181,6 +181,23 @@ def test_a_cluster_without_workers_stops_the_build_naming_the_scheduler(corpus, 
     assert f"no dask worker at {cluster.scheduler_address} {says} (compute.worker_timeout)" in failed.stderr
 
 
+def test_a_cluster_without_workers_when_the_shards_are_due_stops_the_build(corpus, tmp_path):
+    from dask.distributed import LocalCluster
+    config = write_config(tmp_path, {"msu": corpus / "msu"})
+    subprocess.run([sys.executable, "-c", "import luigi, sys; from pipeline.tasks import ExtractFaces; "
+                    f"sys.exit(not luigi.build([ExtractFaces(config={str(config)!r}, dataset='msu', quiet=True)], "
+                    "local_scheduler=True))"], check=True, timeout=300, capture_output=True)
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=None) as cluster:
+        elsewhere = write_config(tmp_path, {"msu": corpus / "msu"},  # extracted: only the shards need workers
+                                 compute={"scheduler": cluster.scheduler_address, "worker_timeout": 3})
+        failed = build(elsewhere, check=False)
+    assert failed.returncode == 1
+    assert (f"no dask worker at {cluster.scheduler_address} for 3 s (compute.worker_timeout) with 2 task(s) to go; "
+            "finished videos are kept, the shards are written again") in failed.stderr
+    build(write_config(tmp_path, {"msu": corpus / "msu"}))  # back on a local cluster (the same file name)
+    assert len(list((tmp_path / "out/t/shards").glob("*.h5"))) == 2
+
+
 def test_compare_tells_a_rebuilt_cache_from_a_different_one(corpus, tmp_path):
     from pipeline.compare import Tolerances, compare
     first, second = tmp_path / "a", tmp_path / "b"
