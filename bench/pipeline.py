@@ -1,6 +1,7 @@
 """Pipeline benchmark on the demo corpus: frames/s per stage (and each stage's share of one worker's time),
 end to end, the end-to-end rate as a ratio to plain OpenCV decoding and to the MTCNN-only bound on the same
-frames (same run, fed as a build feeds it), decoding of longer, larger clips, and end-to-end rate and peak RSS
+frames (same run, fed as a build feeds it: every thread in one process; also printed, MTCNN alone in one
+single-thread process per worker, as the build's workers run it), decoding of longer, larger clips, and end-to-end rate and peak RSS
 of the whole build (orchestrator and dask workers) for 1x, 2x and 4x the demo corpus (2, 4 and 8 subjects per
 split: 152, 304 and 608 videos; the larger corpora are written once under build/bench/). The figures are also
 written as JSON, to compare across commits.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import subprocess
 import sys
 import tempfile
@@ -126,6 +128,34 @@ def stage_rates(videos, frame_config: FrameConfig) -> dict:
         write_shard(Path(tmp) / "s.h5", samples, {"config_hash": "bench"})
         rates["shard write (HDF5)"] = len(chans) / (time.perf_counter() - start)
     return {"frames": n, "missed": missed, "lbp_x_scikit_image": lbp_speedup, **rates}
+
+
+def detect_in_processes(videos: list[Path], frame_config: FrameConfig, processes: int) -> float:
+    """MTCNN alone as a build's workers run it: ``processes`` single-thread processes, each detecting its
+    consecutive share of the videos (decoded before the clock starts) in the build's calls; frames/s of all of
+    them together (the frames over the slowest one's time)."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes), context.Queue()
+    shares = [list(share) for share in np.array_split(np.array(videos, dtype=object), processes)]
+    workers = [context.Process(target=_detect_share, args=(share, frame_config, barrier, results)) for share in shares]
+    for worker in workers:
+        worker.start()
+    done = [results.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    return sum(frames for frames, _ in done) / max(seconds for _, seconds in done)
+
+
+def _detect_share(videos: list[Path], frame_config: FrameConfig, barrier, results) -> None:
+    torch.set_num_threads(1)
+    decoded = [read_frames(v, frame_config).frames for v in videos]
+    detector = FaceDetector(FaceConfig(), "cpu")
+    per_call = videos_per_task(BuildConfig("bench", {"casia": "."}, ".", frames=frame_config), "cpu")
+    barrier.wait()
+    start = time.perf_counter()
+    for i in range(0, len(decoded), per_call):
+        detect_together(detector, decoded[i:i + per_call])
+    results.put((sum(len(frames) for frames in decoded), time.perf_counter() - start))
 
 
 def two_pass_decode(path: Path, config: FrameConfig) -> int:
@@ -267,6 +297,11 @@ def main():
             print(f"  {name:<24} {plain:>15.1f} {ours:>17.3f} {two:>21.3f}")
             figures["long_videos"].append({"video": name, "plain_frames_per_s": plain, "one_pass_x_plain": ours,
                                            "count_then_select_x_plain": two})
+    per_process = detect_in_processes(videos, frame_config, args.workers)
+    figures["mtcnn_worker_processes_frames_per_s"] = per_process
+    print(f"\nMTCNN alone in {args.workers} single-thread processes, as the build's workers run it: {per_process:.1f} "
+          f"frames/s = {per_process / rates['MTCNN detect (CPU)']:.2f}x the one-process bound (every thread in one "
+          f"process) that the ratios below use")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"\nend to end: python -m pipeline build (Luigi + dask, {args.workers} workers on {device}, cold start "
           f"included)")
@@ -285,7 +320,8 @@ def main():
             figures["end_to_end"].append({"corpus": f"{times}x", "videos": n_videos, "samples": samples,
                                           "seconds": seconds, "frames_per_s": rate, "x_mtcnn_bound": rate / bound,
                                           "peak_rss_mib": rss, "stage_seconds": stages,
-                                          "extract_x_mtcnn_bound": samples / stages["extract"] / bound})
+                                          "extract_x_mtcnn_bound": samples / stages["extract"] / bound,
+                                          "x_mtcnn_worker_processes": rate / per_process})
     print("  where the seconds of each build went (the build's own stage times; the rest: interpreter and "
           "cluster start, Luigi, manifest, close):")
     for run in figures["end_to_end"]:
