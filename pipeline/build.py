@@ -8,21 +8,23 @@ import time
 import luigi
 from luigi.execution_summary import LuigiStatusCode
 
+from .cluster import close_clients, start_client
 from .config import load_config
 from .identity import check_outputs
-from .tasks import BuildManifest, close_clients
 
 
 def run_build(config_path, *, quiet: bool = False) -> int:
     """Build (or finish, or confirm) the shards of a config; return the exit status."""
     cfg = load_config(config_path)  # fail early, naming the file, on a bad config
     check_outputs(cfg)  # a changed config under an existing name: BuildConflict (a ValueError), nothing touched
-    task = BuildManifest(config=str(config_path), quiet=quiet)
-    if task.complete():
+    if (cfg.manifest_path / "manifest.json").is_file():  # BuildManifest's output: nothing left to do
         print(f"build {cfg.name!r} is already complete: nothing to do")
         print(summary(cfg))
         return 0
     start = time.perf_counter()
+    start_client(cfg)  # the workers start (and import torch) while this process imports the graph and indexes
+    from .tasks import BuildManifest
+    task = BuildManifest(config=str(config_path), quiet=quiet)
     failures = []
     handler = luigi.Task.event_handler(luigi.Event.FAILURE)(lambda task, err: failures.append((task, err)))
     try:

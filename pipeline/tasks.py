@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from .assemble import Part, ShardPlan, cut, read_result, write_planned_shard
 from .atomic import write_csv, write_json
+from .cluster import close_clients, dask_client
 from .config import BuildConfig, load_config
 from .depth import backend_model, resolve_backend
 from .extract import SourceChanged, VideoJob, extract_videos, resolve_device, result_path
@@ -35,61 +35,6 @@ from .identity import check_outputs, claim_build_dir
 from .index import index_dataset, read_table, write_index
 from .provenance import code_version, package_versions
 from .shards import ATTACKS, DOMAINS, LABELS, PER_SAMPLE, ensure_space, shard_bytes
-
-_CLIENT = {}
-
-
-def dask_client(config: BuildConfig):
-    """The dask client of this process: the configured scheduler, or a LocalCluster started once."""
-    import dask
-    from dask.distributed import Client, LocalCluster
-    key = config.compute.scheduler or "local"
-    if key not in _CLIENT:
-        if config.compute.scheduler:
-            _CLIENT[key] = Client(config.compute.scheduler)
-        else:
-            with dask.config.set(WORKER_CONFIG):
-                cluster = LocalCluster(n_workers=config.compute.workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
-            _CLIENT[key] = Client(cluster)
-    return _CLIENT[key]
-
-
-# dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers, which also stops glibc from raising its mmap
-# threshold: every large array (frames, detector pyramids, crops) is then mapped and zeroed afresh, and the
-# extraction took 1.75x the CPU time (measured: 27 s against 15 s for the demo corpus in one process). Our
-# workers keep glibc's defaults; their memory stays flat (bench/pipeline.py prints the peak). dask's
-# statistical profiler (a stack sample every 10 ms, for the dashboard we do not start) cost them 8% of their
-# CPU time. configs/dask/workers.yaml says the same for the workers of a remote cluster.
-WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                 "distributed.worker.profile.enabled": False}
-
-
-def close_clients(wait: bool = True) -> None:
-    """Close this process's dask clients and the clusters they started. ``wait=False`` closes them in a
-    background thread (the workers take about a second to shut down), which the next call, or the
-    interpreter's exit, waits for."""
-    clients = list(_CLIENT.values())
-    _CLIENT.clear()
-    if clients:
-        closing = threading.Thread(target=_close, args=(clients,), name="close-dask-clients")
-        closing.start()
-        _CLOSING.append(closing)
-    if wait:
-        while _CLOSING:
-            _CLOSING.pop().join()
-
-
-_CLOSING: list = []  # threads closing clients
-
-
-def _close(clients: list) -> None:
-    for client in clients:
-        cluster = client.cluster
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
 
 class BuildTask(luigi.Task):
     config = luigi.Parameter(description="build config YAML")

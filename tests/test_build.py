@@ -280,20 +280,41 @@ def test_the_local_cluster_keeps_glibc_malloc_defaults_no_profiler_and_names_its
     # dask's nanny would set MALLOC_TRIM_THRESHOLD_ (extraction took 1.75x the CPU time); its profiler cost 8%
     from pipeline.config import load_config
     from pipeline.extract import resolve_device
-    from pipeline.tasks import close_clients, dask_client, workers_device
+    from pipeline.cluster import close_clients, dask_client
+    from pipeline.tasks import workers_device
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # another test's nanny may have set it here
     config = load_config(write_config(tmp_path, {"msu": tmp_path}, compute={"workers": 2, "device": "auto"}))
     try:
         client = dask_client(config)
         environ = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
         profiled = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+        preloaded = client.run(lambda: "torch" in sys.modules)  # before any task: imported as they started
         device = workers_device(client, config)  # "auto": each worker is asked
-        asked = client.run(lambda: "torch" in sys.modules)
     finally:
         close_clients()
     assert list(environ.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}] * 2
     assert list(profiled.values()) == [False, False]  # no stack sample every 10 ms
-    assert device == resolve_device("auto") and list(asked.values()) == [True, True]
+    assert list(preloaded.values()) == [True, True]
+    assert device == resolve_device("auto")
+
+
+def test_a_cluster_started_in_the_background_is_the_one_the_build_gets_and_a_failed_start_is_reported(tmp_path):
+    import dask
+    from pipeline.cluster import close_clients, dask_client, start_client
+    from pipeline.config import load_config
+    config = load_config(write_config(tmp_path, {"msu": tmp_path}, compute={"workers": 2, "device": "cpu"}))
+    try:
+        start_client(config)
+        client = dask_client(config)  # waits for the start under way instead of starting a second cluster
+        assert dask_client(config) is client and len(client.scheduler_info()["workers"]) == 2
+    finally:
+        close_clients()
+    unreachable = load_config(write_config(tmp_path, {"msu": tmp_path}, compute={"scheduler": "tcp://127.0.0.1:9"}))
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        start_client(unreachable)
+        with pytest.raises(OSError, match="tcp://127.0.0.1:9"):
+            dask_client(unreachable)
+    close_clients()
 
 
 def test_the_shipped_dask_worker_config_keeps_them_too(tmp_path, monkeypatch):
@@ -308,10 +329,12 @@ def test_the_shipped_dask_worker_config_keeps_them_too(tmp_path, monkeypatch):
             client.wait_for_workers(1, timeout=60)
             environ = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
             profiled = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+            preloaded = client.run(lambda: "torch" in sys.modules)
         finally:
             worker.terminate()
             worker.wait(timeout=30)
     assert list(environ.values()) == ["unset"] and list(profiled.values()) == [False]
+    assert list(preloaded.values()) == [True]
 
 
 def test_the_manifest_takes_a_shards_hash_from_its_writer_only_while_the_file_is_unchanged(tmp_path):
