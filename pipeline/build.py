@@ -22,8 +22,8 @@ def run_build(config_path, *, quiet: bool = False) -> int:
         print(summary(cfg))
         return 0
     start = time.perf_counter()
-    start_client(cfg)  # the workers start (and import torch) while this process imports the graph and indexes
     from .tasks import BuildManifest
+    start_client(cfg)  # the workers start (and import torch) while this process indexes the datasets
     task = BuildManifest(config=str(config_path), quiet=quiet)
     failures = []
     handler = luigi.Task.event_handler(luigi.Event.FAILURE)(lambda task, err: failures.append((task, err)))

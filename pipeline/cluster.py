@@ -1,7 +1,7 @@
 """The dask client of a build process: the configured scheduler, or a LocalCluster of ``compute.workers``
 single-thread worker processes, started once per process. ``python -m pipeline build`` starts it in the
-background before it imports the task graph and indexes the datasets, so that the workers are up (torch
-imported) by the time the first videos are handed to them."""
+background while it indexes the datasets, so that the workers are up (torch imported) by the time the first
+videos are handed to them."""
 from __future__ import annotations
 
 import threading
@@ -50,7 +50,9 @@ def _connect(config: BuildConfig):
 
 def start_client(config: BuildConfig) -> None:
     """Start :func:`dask_client` in a background thread; the first call that needs the client waits for it, and
-    gets the error if the start failed."""
+    gets the error if the start failed. Call it once this process has imported what it needs: a worker process
+    starts with this process's sys.path as it is at that moment, and some imports edit it while they run
+    (``import cv2`` puts its own folder first, and a worker spawned then finds cv2's ``typing`` package)."""
     def start():
         key = config.compute.scheduler or "local"
         with _LOCK:
