@@ -75,20 +75,22 @@ def _models(config: BuildConfig, backend: str, dataset: str):
 
 def extract_video(job: VideoJob, config: BuildConfig, backend: str, build_dir: str) -> dict:
     """Extract one video to its result file (if not there yet); return a small summary."""
-    outcome, = extract_videos([job], config, backend, build_dir)
+    outcome, = extract_videos([job], config, backend, build_dir, 1)
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
 
-def extract_videos(jobs: list[VideoJob], config: BuildConfig, backend: str, build_dir: str) -> list:
-    """Extract one task's videos (one dataset's, consecutive in index order) to their result files; return
-    per video its summary, or the exception that stopped it (the others go on).
+def extract_videos(jobs: list[VideoJob], config: BuildConfig, backend: str, build_dir: str,
+                   videos_per_task: int) -> list:
+    """Extract one task's videos (one dataset's, consecutive in index order, cut ``videos_per_task`` at a time)
+    to their result files; return per video its summary, or the exception that stopped it (the others go on).
 
     Their frames are detected together, one detector call per frame size, so that a GPU gets many frames per
     call. The same videos always make the same batches (batched float arithmetic differs in the last bits
     with the batch): a task some of whose videos are finished decodes and detects them again, writing nothing
-    for them; a task whose videos are all finished does nothing."""
+    for them; a task whose videos are all finished does nothing. Each result records the device and
+    ``videos_per_task`` that detected its faces."""
     build_dir = Path(build_dir)
     if all(result_path(build_dir, job).exists() for job in jobs):
         return [summarize(result_path(build_dir, job), job) for job in jobs]
@@ -104,6 +106,7 @@ def extract_videos(jobs: list[VideoJob], config: BuildConfig, backend: str, buil
         found = detect_together(detector, [outcomes[i].decoded.frames for i in places])
         for i, detections in zip(places, found):
             clip, out = outcomes[i], result_path(build_dir, outcomes[i].job)
+            clip.meta["detection"] = {"device": detector.device, "videos_per_task": videos_per_task}
             try:
                 outcomes[i] = summarize(out, clip.job) if out.exists() else \
                     _extract(clip, detections, detector, landmarks, config, backend, out)

@@ -98,18 +98,15 @@ class ExtractFaces(BuildTask):
         backend = depth_backend(cfg)
         claim_build_dir(cfg)
         remove_leftovers(cfg.build_dir / "videos" / self.dataset)
-        info = extract_info_path(cfg, self.dataset)
         finished = {j.video_id for j in jobs if result_path(cfg.build_dir, j).exists()}
-        if info.is_file() and len(finished) == len(jobs):
-            todo, client = [], None  # finished before its table was written: no cluster needed
+        if len(finished) == len(jobs):
+            todo, client, size = [], None, 0  # finished before its table was written: no cluster needed
         else:
             client = dask_client(cfg)
-            device = workers_device(client, cfg)
-            size = videos_per_task(cfg, device)
-            write_json(info, {"device": device, "videos_per_task": size})
+            size = videos_per_task(cfg, workers_device(client, cfg))
             tasks = [jobs[i:i + size] for i in range(0, len(jobs), size)]  # fixed by the index: the same batches
             todo = [task for task in tasks if not all(j.video_id in finished for j in task)]
-        futures = {client.submit(extract_videos, task, cfg, backend, str(cfg.build_dir), pure=False,
+        futures = {client.submit(extract_videos, task, cfg, backend, str(cfg.build_dir), size, pure=False,
                                  key=f"extract-{task[0].sha256[:16]}-{task[0].video_id}-{len(task)}"): task
                    for task in todo}
         left = sum(len(task) for task in todo)
@@ -124,11 +121,6 @@ class ExtractFaces(BuildTask):
                 for j in jobs]
         write_csv(self.output().path, pd.DataFrame(rows, columns=["video_id", "result"]))
         self.record_time(f"extract-{self.dataset}", time.perf_counter() - start)
-
-
-def extract_info_path(cfg: BuildConfig, dataset: str) -> Path:
-    """Where ExtractFaces records the device its workers used and the videos per task that followed."""
-    return cfg.build_dir / "extract" / f"{dataset}.json"
 
 
 def workers_device(client, cfg: BuildConfig) -> str:
@@ -253,6 +245,7 @@ class WriteShards(BuildTask):
         records = write_shards(plans, cfg, optional, self.quiet)
         close_clients(wait=False)  # the workers shut down while the tables are written
         write_json(shard_hashes_path(cfg), records)
+        write_json(extraction_path(cfg), detection_counts(videos))
         _write_csv(shard_dir / "rejects.csv", rejects, ["video_id", "frame_index", "reason", "action"])
         _write_csv(self.output().path, rows, SAMPLE_COLUMNS)
         self.record_time("shards", time.perf_counter() - start)
@@ -274,7 +267,8 @@ class WriteShards(BuildTask):
                                     "action": "flagged (frames kept)"})
                 rotation = (meta.get("rotation", 0) + meta.get("rotation_tag", 0)) % 360
                 videos.append(ResultInfo(dataset, row.video_id, str(result), table.loc[row.video_id], flags,
-                                         rotation, arrays["frame_index"], arrays["depth_source"]))
+                                         rotation, arrays["frame_index"], arrays["depth_source"],
+                                         meta.get("detection")))
         return videos, rejects
 
 
@@ -290,6 +284,28 @@ class ResultInfo:
     rotation: int
     frame_index: np.ndarray
     depth_source: np.ndarray
+    detection: dict | None  # device and videos per task of its detection; None if it was never detected
+
+
+def extraction_path(cfg: BuildConfig) -> Path:
+    """Where WriteShards records what detected the faces (the manifest's ``extraction``)."""
+    return cfg.build_dir / "shards" / "extraction.json"
+
+
+def detection_counts(videos: list[ResultInfo]) -> dict:
+    """Per dataset, the videos detected per (device, videos per task), in that order: one entry for a build made
+    in one go or resumed on the same kind of machine, more when a build was resumed on another device. Videos
+    whose result predates the record, but has samples, count under device null."""
+    counts: dict = {}
+    for v in videos:
+        if v.detection is None and len(v.frame_index) == 0:
+            continue  # never detected: its video could not be decoded, or was rejected before detection
+        key = (v.detection or {}).get("device"), (v.detection or {}).get("videos_per_task")
+        per = counts.setdefault(v.dataset, {})
+        per[key] = per.get(key, 0) + 1
+    return {dataset: [{"device": device, "videos_per_task": size, "videos": n}
+                      for (device, size), n in sorted(per.items(), key=lambda item: str(item[0]))]
+            for dataset, per in sorted(counts.items())}
 
 
 def plan_shards(videos: list[ResultInfo], cfg: BuildConfig) -> tuple[list[ShardPlan], list[dict]]:
@@ -386,7 +402,7 @@ class BuildManifest(BuildTask):
         table_sha256 = {name: hashlib.sha256(write_csv(out / name, frame).encode()).hexdigest()
                         for name, frame in (("samples.csv", samples), ("rejects.csv", rejects),
                                             ("sources.csv", sources))}
-        shards, hashes = [], shard_hashes_path(cfg)
+        shards, hashes, extraction = [], shard_hashes_path(cfg), extraction_path(cfg)
         records = json.loads(hashes.read_text()) if hashes.is_file() else {}
         for shard, group in samples.groupby("shard", sort=True):
             path = shard_dir / shard
@@ -398,8 +414,8 @@ class BuildManifest(BuildTask):
             "depth_backend": backend, "depth_model": backend_model(backend, cfg.depth.weights_dir),
             "depth_sources": {k: int(v) for k, v in samples["depth_source"].str.split(":").str[0]
                               .value_counts().sort_index().items()},
-            "extraction": {d: _extract_info(cfg, d) for d in sorted(cfg.datasets)},  # device and videos per task:
-            # batches across videos (and devices) change boxes' last bits
+            "extraction": json.loads(extraction.read_text()) if extraction.is_file() else {},  # the devices and
+            # batches that detected the faces: they change boxes' last bits
             "shard_dir": str(shard_dir.resolve()),
             "shard_datasets": list(PER_SAMPLE + optional_datasets(cfg)), "label_polarity": LABELS, "attack_values": ATTACKS, "domain_values": DOMAINS,
             "sources": {d: {"root": str(Path(cfg.datasets[d]).resolve()),
@@ -423,11 +439,6 @@ class BuildManifest(BuildTask):
             timings[entry["stage"]] = entry["seconds"]
         write_json(out / "timings.json", timings)  # kept apart: the manifest is identical across rebuilds
         write_json(self.output().path, manifest)
-
-
-def _extract_info(cfg: BuildConfig, dataset: str) -> dict:
-    path = extract_info_path(cfg, dataset)
-    return json.loads(path.read_text()) if path.is_file() else {"device": None, "videos_per_task": None}
 
 
 def _reason_counts(rejects: pd.DataFrame) -> dict:

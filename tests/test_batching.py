@@ -39,13 +39,13 @@ def test_a_resumed_task_writes_the_same_bytes_and_a_bad_video_stops_only_itself(
                          frames=FrameConfig(policy="even", count=2), face=FaceConfig(size=32))
     jobs = casia_jobs(corpus, 4)
     missing = VideoJob("casia/gone.avi", str(tmp_path / "gone.avi"), "live", "0" * 64, "casia")
-    outcomes = extract_videos(jobs[:2] + [missing] + jobs[2:], config, "generic", str(config.build_dir))
+    outcomes = extract_videos(jobs[:2] + [missing] + jobs[2:], config, "generic", str(config.build_dir), 5)
     assert isinstance(outcomes[2], FileNotFoundError) and "gone.avi" in str(outcomes[2])
     assert all(o["samples"] == 2 for i, o in enumerate(outcomes) if i != 2)
     first = {job: open(result_path(config.build_dir, job), "rb").read() for job in jobs}
     os.remove(result_path(config.build_dir, jobs[1]))  # a kill before this one was written
     before = os.stat(result_path(config.build_dir, jobs[0])).st_mtime_ns
-    extract_videos(jobs, config, "generic", str(config.build_dir))
+    extract_videos(jobs, config, "generic", str(config.build_dir), 5)
     assert {job: open(result_path(config.build_dir, job), "rb").read() for job in jobs} == first
     assert os.stat(result_path(config.build_dir, jobs[0])).st_mtime_ns == before  # finished ones not rewritten
 

@@ -120,13 +120,31 @@ def test_videos_batched_across_tasks_give_the_same_samples(clean_build, corpus, 
     build(config)
     manifest = json.loads((tmp_path / "manifests/t/manifest.json").read_text())
     first = json.loads((clean_build[0] / "manifests/t/manifest.json").read_text())
-    assert manifest["extraction"] == {d: {"device": "cpu", "videos_per_task": 5} for d in ("casia", "msu")}
-    assert first["extraction"]["casia"] == {"device": "cpu", "videos_per_task": 8}  # auto: 16 frames
+    assert manifest["extraction"] == {d: [{"device": "cpu", "videos_per_task": 5, "videos": n}]
+                                      for d, n in (("casia", 24), ("msu", 16))}
+    assert first["extraction"]["casia"] == [{"device": "cpu", "videos_per_task": 8, "videos": 24}]  # auto: 16 frames
     assert (tmp_path / "manifests/t/samples.csv").read_bytes() == (clean_build[0] / "manifests/t/samples.csv").read_bytes()
     for shard in sorted((tmp_path / "out/t/shards").glob("*.h5")):
         with h5py.File(shard) as a, h5py.File(clean_build[0] / "out/t/shards" / shard.name) as b:
             assert np.allclose(a["box"][:], b["box"][:], atol=1e-2)
             assert np.abs(a["rgb"][:].astype(int) - b["rgb"][:]).mean() < 1
+
+
+def test_the_manifest_counts_the_videos_each_device_and_batching_detected():
+    from pipeline.tasks import ResultInfo, detection_counts
+
+    def video(dataset, detection, samples):
+        return ResultInfo(dataset, "v", "r.npz", None, "", 0, np.arange(samples), np.array(["generic"] * samples),
+                          detection)
+    cpu, cuda = {"device": "cpu", "videos_per_task": 4}, {"device": "cuda", "videos_per_task": 16}
+    videos = [video("msu", cpu, 4), video("msu", cpu, 0),  # a video without a usable face was detected too
+              video("msu", cuda, 4), video("msu", None, 0),  # resumed on a GPU; a video that never decoded
+              video("casia", None, 4), video("casia", cpu, 2)]  # a result from before the record
+    assert detection_counts(videos) == {
+        "casia": [{"device": "cpu", "videos_per_task": 4, "videos": 1},
+                  {"device": None, "videos_per_task": None, "videos": 1}],
+        "msu": [{"device": "cpu", "videos_per_task": 4, "videos": 2},
+                {"device": "cuda", "videos_per_task": 16, "videos": 1}]}
 
 
 def test_killed_build_resumes_to_the_same_bytes(clean_build):
