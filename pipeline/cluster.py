@@ -54,14 +54,11 @@ def start_client(config: BuildConfig) -> None:
     starts with this process's sys.path as it is at that moment, and some imports edit it while they run
     (``import cv2`` puts its own folder first, and a worker spawned then finds cv2's ``typing`` package)."""
     def start():
-        key = config.compute.scheduler or "local"
-        with _LOCK:
-            if key in _CLIENT:
-                return
-            try:
-                _CLIENT[key] = _connect(config)
-            except Exception as err:  # noqa: BLE001 - kept for the caller that needs the client
-                _FAILED[key] = err
+        try:
+            dask_client(config)
+        except Exception as err:  # noqa: BLE001 - kept for the caller that needs the client
+            with _LOCK:
+                _FAILED[config.compute.scheduler or "local"] = err
 
     threading.Thread(target=start, name="start-dask-client", daemon=True).start()
 
