@@ -28,13 +28,17 @@ _CLOSING: list = []  # threads closing clients
 
 def dask_client(config: BuildConfig):
     """The dask client of this process: the configured scheduler, or a LocalCluster started once."""
-    key = config.compute.scheduler or "local"
+    key = _key(config)
     with _LOCK:
         if key in _FAILED:
             raise _FAILED.pop(key)
         if key not in _CLIENT:
             _CLIENT[key] = _connect(config)
         return _CLIENT[key]
+
+
+def _key(config: BuildConfig) -> str:
+    return config.compute.scheduler or "local"
 
 
 def _connect(config: BuildConfig):
@@ -58,7 +62,7 @@ def start_client(config: BuildConfig) -> None:
             dask_client(config)
         except Exception as err:  # noqa: BLE001 - kept for the caller that needs the client
             with _LOCK:
-                _FAILED[config.compute.scheduler or "local"] = err
+                _FAILED[_key(config)] = err
 
     threading.Thread(target=start, name="start-dask-client", daemon=True).start()
 

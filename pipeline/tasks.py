@@ -300,11 +300,13 @@ def detection_counts(videos: list[ResultInfo]) -> dict:
     for v in videos:
         if v.detection is None and len(v.frame_index) == 0:
             continue  # never detected: its video could not be decoded, or was rejected before detection
-        key = (v.detection or {}).get("device"), (v.detection or {}).get("videos_per_task")
+        detection = v.detection or {}
+        key = detection.get("device"), detection.get("videos_per_task")
         per = counts.setdefault(v.dataset, {})
         per[key] = per.get(key, 0) + 1
     return {dataset: [{"device": device, "videos_per_task": size, "videos": n}
-                      for (device, size), n in sorted(per.items(), key=lambda item: str(item[0]))]
+                      for (device, size), n in sorted(per.items(), key=lambda item: (item[0][0] is None,
+                                                                                     item[0][0] or "", item[0][1] or 0))]
             for dataset, per in sorted(counts.items())}
 
 
@@ -314,10 +316,9 @@ def plan_shards(videos: list[ResultInfo], cfg: BuildConfig) -> tuple[list[ShardP
     model = json.dumps(backend_model(backend, cfg.depth.weights_dir), sort_keys=True)
     plans, rows = [], []
     for number, pieces in enumerate(cut([len(v.frame_index) for v in videos], cfg.shards.samples_per_shard)):
-        path, parts = cfg.build_dir / "shards" / f"shard-{number:05d}.h5", []
+        path, parts, first_row = cfg.build_dir / "shards" / f"shard-{number:05d}.h5", [], 0
         for video, offset, take in pieces:
             v, meta = videos[video], videos[video].source
-            first_row = sum(part.take for part in parts)
             parts.append(Part(v.result, v.dataset, v.video_id, meta["label"], meta["attack"], offset, take))
             rows += [{"shard": path.name, "row": first_row + i, "video_id": v.video_id, "frame_index": int(frame),
                       "dataset": v.dataset, "domain": meta["domain"], "split": meta["split"], "label": meta["label"],
@@ -325,6 +326,7 @@ def plan_shards(videos: list[ResultInfo], cfg: BuildConfig) -> tuple[list[ShardP
                       "depth_source": str(source)}
                      for i, (frame, source) in enumerate(zip(v.frame_index[offset:offset + take],
                                                              v.depth_source[offset:offset + take]))]
+            first_row += take
         first = videos[pieces[0][0]]
         attrs = {"config_hash": cfg.config_hash(), "build": cfg.name, "shard": number, "depth_backend": backend,
                  "depth_model": model, "first_sample": f"{first.video_id}#{first.frame_index[pieces[0][1]]}"}
@@ -342,16 +344,16 @@ def write_shards(plans: list[ShardPlan], cfg: BuildConfig, optional: tuple, quie
     futures = [client.submit(write_planned_shard, plan, cfg.face.size, cfg.depth.size, cfg.shards.compression,
                              optional, pure=False, key=f"shard-{cfg.config_hash()[:12]}-{Path(plan.path).name}")
                for plan in plans]
-    names = {future.key: Path(plan.path).name for future, plan in zip(futures, plans)}
-    samples = {future.key: plan.samples for future, plan in zip(futures, plans)}
-    records = {}
-    with tqdm(total=sum(samples.values()), unit="sample", desc="shards", disable=quiet, dynamic_ncols=True) as bar:
+    plan_of, records = dict(zip(futures, plans)), {}
+    with tqdm(total=sum(plan.samples for plan in plans), unit="sample", desc="shards", disable=quiet,
+              dynamic_ncols=True) as bar:
         try:
             for done in as_they_finish(client, futures, cfg, "finished videos are kept, the shards are written "
                                                              "again"):
-                for future in done:
-                    records[names[future.key]] = future.result()  # the first failure raises, naming its file
-                    bar.update(samples[future.key])
+                done = list(done)  # one round trip for all; the first failure raises, naming its file
+                for future, record in zip(done, client.gather(done)):
+                    records[Path(plan_of[future].path).name] = record
+                    bar.update(plan_of[future].samples)
         finally:
             client.cancel([future for future in futures if not future.done()])
     return dict(sorted(records.items()))
