@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .methods import METHODS
+from .preemption import PREEMPTED_EXIT, Preempted
 from .train import RunConfig, TrainingStopped
 
 
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", default=None, help="split variant of the protocol (default: its default_variant)")
     train.add_argument("--steps", type=int, default=1000)
     train.add_argument("--eval-every", dest="eval_every", type=int, default=100)
+    train.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=50,
+                       help="steps between checkpoints besides those at evaluations (default 50); SIGTERM, SIGINT "
+                            f"and SIGUSR1 also write one and stop with exit status {PREEMPTED_EXIT}")
     train.add_argument("--per-class", dest="per_class", type=int, default=None,
                        help="live and spoof samples per domain in a batch (over all processes under torchrun); "
                             "default: the method's paper")
@@ -125,6 +129,10 @@ def main(argv=None) -> int:
     except TrainingStopped as err:
         print(f"training stopped: {err}", file=sys.stderr)
         return 3
+    except Preempted as err:
+        if err.lead:
+            print(f"preempted: {err}", file=sys.stderr)
+        return PREEMPTED_EXIT
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -5,8 +5,10 @@
   its EER threshold (the deployable one) are kept. The target is looked at only once, at the end, unless
   ``select_on_target`` (the oracle mode of the public code) is asked for, which every output then says.
 - ``checkpoint.pt`` (networks, optimiser, the method's generator, step, sampler position, RNG state) is
-  written at every evaluation and on a non-finite loss, atomically; a run started again with the same
-  output folder resumes where it stopped, with the same next batches and losses.
+  written at every evaluation, every ``checkpoint_every`` steps, on a non-finite loss and when SIGTERM,
+  SIGINT or SIGUSR1 stop the run (:mod:`fas_train.preemption`), atomically; a run started again with the
+  same output folder resumes where it stopped, with the same next batches and losses. It holds tensors and
+  plain values only, read back without unpickling (:mod:`pipeline.weights`).
 - Metrics go to ``metrics.jsonl`` and ``metrics.csv`` (one row per step, evaluation and clustering); a resume
   first drops the rows logged after the checkpoint, which it logs again (a fresh start, all rows of an attempt
   killed before its first checkpoint), so a resumed run's rows are an uninterrupted run's.
@@ -40,11 +42,13 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.audit import verify_for_training
 from pipeline.hashing import sha256_file
 from pipeline.provenance import code_version, package_versions
+from pipeline.weights import load_weights
 
 from .data import ClipDataset, ClipSampler, ShardDataset, load_build, make_loader, prefetch, to_device
 from .methods import METHODS, NonFiniteLoss
 from .metrics import auc, eer, level_metrics, report, video_level
 from .protocols import DOMAIN_COLUMNS, load_protocol, with_domains
+from .preemption import Preempted, StopRequests
 from .pseudo_domains import agreement
 from .sampler import BalancedBatchSampler
 
@@ -58,6 +62,7 @@ class RunConfig:
     variant: str | None = None
     steps: int = 1000
     eval_every: int = 100
+    checkpoint_every: int = 50  # steps between checkpoints besides those of evaluations (preemption loses less)
     per_class: int | None = None  # None: the method's default (its paper's batch)
     network: str = "paper"
     input_size: int | None = None  # None: the method's paper size (else the stored crop); 0: the stored crop
@@ -74,7 +79,7 @@ class RunConfig:
     channels_last: str = "auto"  # "auto" (on CUDA), "on" or "off"
 
     def __post_init__(self):
-        for name in ("steps", "eval_every", "per_class", "input_size"):
+        for name in ("steps", "eval_every", "checkpoint_every", "per_class", "input_size"):
             value, least = getattr(self, name), 0 if name == "input_size" else 1
             if value is not None and value < least:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least {least}")
@@ -84,7 +89,7 @@ class RunConfig:
             raise ValueError(f"channels_last {self.channels_last!r}: use auto, on or off")
 
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: loop state as JSON text, readable with weights_only
 
 
 class TrainingStopped(RuntimeError):
@@ -266,42 +271,50 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
         method.distribute([device.index] if device.type == "cuda" else None)
     bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", desc=f"{cfg.method} {protocol.name}",
                disable=not lead or cfg.quiet, dynamic_ncols=True)
-    while state["step"] < cfg.steps:
-        if method.pseudo_domains and state["batch"] == 0:
-            assign_pseudo_domains(method, cfg, device, state, train_set, out if lead else None, world)
-        pseudo = None if state["domains"] is None else np.asarray(state["domains"])
-        if pseudo is not None:
-            sampler.set_domains(pseudo)
-        sampler.set_epoch(state["epoch"], state["batch"])
-        clip_batches = iter_clips(clips, clip_sampler, state["step"], cfg.workers)
-        for batch in batches(train_set, sampler, cfg.workers):
-            step = state["step"] + 1
+    with StopRequests() as stop:  # a signal stops the run after the current step, checkpointed
+        while state["step"] < cfg.steps:
+            if method.pseudo_domains and state["batch"] == 0:
+                assign_pseudo_domains(method, cfg, device, state, train_set, out if lead else None, world)
+            pseudo = None if state["domains"] is None else np.asarray(state["domains"])
             if pseudo is not None:
-                batch["domain"] = torch.as_tensor(pseudo[batch["index"].numpy()])
-            batch = prepare(cfg, device, batch)
-            if clip_batches is not None:
-                batch["clip"] = prepare(cfg, device, next(clip_batches))
-            with autocast(cfg, device):
-                try:
-                    losses = method.update(batch)
-                except NonFiniteLoss as err:  # raised in every process alike
-                    save_checkpoint(checkpoint, method, state, lead)
-                    ids = train_rows.iloc[batch["index"].cpu().numpy()]["video_id"].tolist()
-                    raise TrainingStopped(f"step {step}: non-finite loss {err.losses}; batch videos {ids[:8]}...; "
-                                          f"checkpoint of step {state['step']} written to {checkpoint}") from None
-            state["step"], state["batch"] = step, state["batch"] + 1
-            if lead:
-                log(out, {"step": step, "epoch": state["epoch"], "kind": "train", **losses})
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+                sampler.set_domains(pseudo)
+            sampler.set_epoch(state["epoch"], state["batch"])
+            clip_batches = iter_clips(clips, clip_sampler, state["step"], cfg.workers)
+            for batch in batches(train_set, sampler, cfg.workers):
+                step = state["step"] + 1
+                if pseudo is not None:
+                    batch["domain"] = torch.as_tensor(pseudo[batch["index"].numpy()])
+                batch = prepare(cfg, device, batch)
+                if clip_batches is not None:
+                    batch["clip"] = prepare(cfg, device, next(clip_batches))
+                with autocast(cfg, device):
+                    try:
+                        losses = method.update(batch)
+                    except NonFiniteLoss as err:  # raised in every process alike
+                        save_checkpoint(checkpoint, method, state, lead)
+                        ids = train_rows.iloc[batch["index"].cpu().numpy()]["video_id"].tolist()
+                        raise TrainingStopped(f"step {step}: non-finite loss {err.losses}; batch videos "
+                                              f"{ids[:8]}...; checkpoint of step {state['step']} written to "
+                                              f"{checkpoint}") from None
+                state["step"], state["batch"] = step, state["batch"] + 1
                 if lead:
+                    log(out, {"step": step, "epoch": state["epoch"], "kind": "train", **losses})
+                evaluates = step % cfg.eval_every == 0 or step == cfg.steps
+                stopping = stop.agreed(world, device)
+                if evaluates and lead:
                     evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_set, target_rows, out)
-                save_checkpoint(checkpoint, method, state, lead)
-            bar.set_postfix(progress_note(losses, state), refresh=False)
-            bar.update(1)
-            if step >= cfg.steps:
-                break
-        if state["batch"] >= len(sampler):
-            state["epoch"], state["batch"] = state["epoch"] + 1, 0
+                if evaluates or stopping or step % cfg.checkpoint_every == 0:
+                    save_checkpoint(checkpoint, method, state, lead)
+                bar.set_postfix(progress_note(losses, state), refresh=False)
+                bar.update(1)
+                if stopping:
+                    bar.close()
+                    raise Preempted(f"stopped by {stopping} after step {step} of {cfg.steps}; checkpoint written to "
+                                    f"{checkpoint}; to resume, run the same train command again (same --out)", lead)
+                if step >= cfg.steps:
+                    break
+            if state["batch"] >= len(sampler):
+                state["epoch"], state["batch"] = state["epoch"] + 1, 0
     bar.close()
     if not lead:
         return None
@@ -442,7 +455,7 @@ def evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_se
 
 
 def final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set, val_rows) -> dict:
-    method.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True))
+    method.load_state_dict(load_weights(out / "best.pt", map_location=device))
     best = state["best"]
     if "video_threshold" not in best:  # checkpoints written before video-level thresholds were kept
         best = {**best, **thresholds(selection_scores(method, cfg, device, val_set, val_rows, target_set,
@@ -549,7 +562,9 @@ def _step_and_kind(suffix: str, line: str) -> tuple:
 
 
 def save_checkpoint(path: Path, method, state: dict, lead: bool = True) -> None:
-    """Every process takes part (their RNG states are gathered); process 0 writes. Returns once written."""
+    """Every process takes part (their RNG states are gathered); process 0 writes. Returns once written.
+    The file holds tensors and plain values only (the loop state as JSON text), so that
+    :func:`pipeline.weights.load_weights` reads it without unpickling code."""
     distributed = dist.is_initialized()
     rng = [None] * dist.get_world_size() if distributed else [torch.get_rng_state()]
     if distributed:
@@ -558,22 +573,26 @@ def save_checkpoint(path: Path, method, state: dict, lead: bool = True) -> None:
         with atomic_path(path, suffix=".tmp.pt") as tmp:
             optimizers = {name: optimizer.state_dict() for name, optimizer in method.optimizers().items()}
             torch.save({"format": CHECKPOINT_FORMAT, "method": method.state_dict(), "optimizers": optimizers,
-                        "generator": method.generator.get_state(), "state": state, "torch_rng": rng}, tmp)
+                        "generator": method.generator.get_state(), "state_json": json.dumps(state, sort_keys=True),
+                        "torch_rng": rng}, tmp)
     if distributed:
         dist.barrier()
 
 
 def load_checkpoint(path: Path, method, rank: int = 0, per_epoch: int | None = None) -> dict:
     """Restore a method from a checkpoint and return the loop state. Checkpoints of format 1 (one optimiser,
-    no epoch position; written before multi-optimiser methods existed) are read too, given ``per_epoch``."""
-    data = torch.load(path, map_location="cpu", weights_only=False)
+    no epoch position; written before multi-optimiser methods existed) are read too, given ``per_epoch``, and
+    those of format 2 (the loop state pickled); a file that would run code is refused."""
+    data = load_weights(path)
     if data.get("format", 1) == 1:
         if per_epoch is None or "optimizer" not in data:
             raise ValueError(f"{path}: a format-1 checkpoint can only be resumed by the training loop")
         epoch, batch = divmod(data["state"]["step"], per_epoch)
         data = {**data, "optimizers": {"main": data["optimizer"]}, "torch_rng": [data["torch_rng"]],
                 "state": {**data["state"], "epoch": epoch, "batch": batch, "domains": None}}
-    elif data["format"] != CHECKPOINT_FORMAT:
+    elif data["format"] == CHECKPOINT_FORMAT:
+        data = {**data, "state": json.loads(data["state_json"])}
+    elif data["format"] != 2:
         raise ValueError(f"{path}: checkpoint format {data['format']}, this fas_train reads {CHECKPOINT_FORMAT}")
     method.load_state_dict(data["method"])
     for name, optimizer in method.optimizers().items():

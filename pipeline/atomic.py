@@ -1,13 +1,15 @@
 """Atomic file output: write to a temporary file beside the target, fsync, then rename over it.
 
-A reader never sees a half-written file, and a killed writer leaves at most a ``*.tmp`` file behind.
+A reader never sees a half-written file, and a killed writer leaves at most a ``*.tmp`` file behind. The
+temporary file is created as ``open(path, "w")`` would create it (mode 0666 less the process's umask), so a
+cache built under umask 022 is readable by the teammates who train on it.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -18,9 +20,14 @@ class TempFile:
     def __init__(self, target: str | os.PathLike, suffix: str = ".tmp"):
         self.target = Path(target)
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=suffix, dir=self.target.parent)
-        os.close(fd)
-        self.path = Path(tmp)
+        while True:  # a fresh name; O_EXCL as tempfile does, but the umask decides the mode (not 0600)
+            path = self.target.parent / f".{self.target.name}.{secrets.token_hex(4)}{suffix}"
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                break
+            except FileExistsError:
+                continue
+        self.path = path
 
     def commit(self) -> None:
         with open(self.path, "rb+") as handle:

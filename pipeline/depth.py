@@ -27,6 +27,7 @@ from scipy.spatial import Delaunay, QhullError
 from . import face_mesh
 from .faces import UNIT_TEMPLATE, similarity
 from .hashing import sha256_file
+from .weights import load_weights
 
 FAN_WEIGHTS = "3DFAN4-7835d9f11d.pth.tar"  # the file names face-alignment 1.5 caches them under
 DEPTH_WEIGHTS = "depth-2a464da4ea.pth.tar"
@@ -177,8 +178,8 @@ class FanLandmarks:
         folder = weights_dir(configured_dir)
         self.device = device
         self.fan = FAN(4)
-        self.fan.load_state_dict(torch.load(folder / FAN_WEIGHTS, map_location="cpu", weights_only=True))
-        state = torch.load(folder / DEPTH_WEIGHTS, map_location="cpu", weights_only=False)
+        self.fan.load_state_dict(load_weights(folder / FAN_WEIGHTS))
+        state = load_weights(folder / DEPTH_WEIGHTS)
         self.depth = ResNetDepth()
         self.depth.load_state_dict({k.replace("module.", ""): v for k, v in state["state_dict"].items()})
         self.fan.to(device).eval()

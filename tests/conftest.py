@@ -30,5 +30,5 @@ def train_build(corpus, tmp_path_factory):
               "compute": {"workers": 2, "device": "cpu"}}
     (tmp / "b.yaml").write_text(yaml.safe_dump(config))
     subprocess.run([sys.executable, "-m", "pipeline", "build", "--config", str(tmp / "b.yaml"), "--quiet"],
-                   check=True, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=300, umask=0o022)  # a shared cluster's usual umask
     return tmp / "manifests" / "b"

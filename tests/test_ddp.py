@@ -126,7 +126,7 @@ def test_torchrun_trains_a_pseudo_domain_method_with_two_processes(train_build, 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
     assert [r["epoch"] for r in rows if r["kind"] == "domains"] == [0]  # clustered once, shared by process 0
-    assert len(torch.load(out / "checkpoint.pt", weights_only=False)["torch_rng"]) == 2
+    assert len(torch.load(out / "checkpoint.pt", weights_only=True)["torch_rng"]) == 2
     scores = pd.read_csv(out / "scores.csv")  # every target frame scored once, by process 0
     report = json.loads((out / "report.json").read_text())["metrics"]
     assert report["frame"]["samples"] == len(scores) and report["video"]["samples"] == scores["video_id"].nunique()

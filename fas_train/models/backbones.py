@@ -11,6 +11,8 @@ import torch
 import torchvision
 from torch import nn
 
+from pipeline.weights import load_weights
+
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -57,7 +59,7 @@ def resnet(arch: str, pretrained: str = "auto") -> tuple[nn.Module, str]:
         path = Path(pretrained)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: ImageNet weights for {arch} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights(path)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

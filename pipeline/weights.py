@@ -1,0 +1,26 @@
+"""Weight files and checkpoints read without running code.
+
+``torch.load`` unpickles by default, and a pickle can call any function: a checkpoint or weight file passed
+on by someone else could run a payload on load. Everything this project loads goes through
+:func:`load_weights`, which uses PyTorch's restricted unpickler (``weights_only``: tensors, numbers, strings
+and containers; NumPy scalars too, which checkpoints of earlier versions hold) and refuses anything else,
+naming the file.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+
+def load_weights(path: str | Path, map_location="cpu"):
+    """The tensors and plain values in ``path``; a file that asks to run code when loaded is refused."""
+    import numpy as np
+    import torch
+    scalars = [np._core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in "?bBhHiIlLqQefdg"}]
+    try:
+        with torch.serialization.safe_globals(scalars):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0]
+        raise ValueError(f"{path}: refused: not a plain weights file; loading it would run code it names "
+                         f"({reason})") from None
