@@ -23,7 +23,7 @@ def _cmd_train(args) -> int:
 
 def _cmd_eval(args) -> int:
     from .train import evaluate_run
-    result = evaluate_run(Path(args.run), verify=not args.no_verify)
+    result = evaluate_run(Path(args.run), verify=not args.no_verify, build=args.build)
     _print(result, Path(args.run))
     return 0
 
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a run's best checkpoint on its protocol's target")
     evaluate.add_argument("--run", required=True, help="run folder written by train")
     evaluate.add_argument("--no-verify", action="store_true", help="do not check the build against its manifest")
+    evaluate.add_argument("--build", default=None, metavar="PATH",
+                          help="where the run's build is now (a moved or copied build's manifest folder; accepted "
+                               "when its manifest content is the run's); default: the build run.json names")
     evaluate.set_defaults(handler=_cmd_eval)
     gather = commands.add_parser("collect", help="mean ± std over seeds of finished runs")
     gather.add_argument("runs", nargs="+", help="run folders")

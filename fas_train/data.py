@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from pipeline.audit import shard_location
 from pipeline.shards import DOMAINS, IMAGE_SETS, MAPS, ShardError, open_shard
 
 INPUT_CHANNELS = IMAGE_SETS + ("depth_estimate",)
@@ -27,13 +28,15 @@ SOURCE_COLUMNS = ("attack_detail", "camera", "session")  # per-video columns tak
 
 def load_build(manifest_dir: str | Path) -> tuple[dict, pd.DataFrame]:
     """A build's manifest and its sample table, with each video's ``attack_detail`` (the attack instrument
-    species), ``camera`` and ``session`` from the build's ``sources.csv``; errors name the file."""
+    species), ``camera`` and ``session`` from the build's ``sources.csv``; errors name the file. The
+    manifest's ``shard_dir`` is where the shards are now (:func:`pipeline.audit.shard_location`)."""
     folder = Path(manifest_dir)
     manifest_path, samples_path = folder / "manifest.json", folder / "samples.csv"
     for path in (manifest_path, samples_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found (is {folder} a build manifest folder?)")
     manifest = json.loads(manifest_path.read_text())
+    manifest["shard_dir"] = str(shard_location(manifest_path, manifest))
     samples = pd.read_csv(samples_path, dtype={"subject": str, "video_id": str})
     wanted = [c for c in SOURCE_COLUMNS if c not in samples]
     if wanted:  # attack instrument species, camera and session, from the build's source table

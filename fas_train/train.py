@@ -39,8 +39,8 @@ from tqdm import tqdm
 from torch.utils.data import BatchSampler, SequentialSampler
 
 from pipeline.atomic import atomic_path, write_json
-from pipeline.audit import verify_for_training
-from pipeline.hashing import sha256_file
+from pipeline.audit import find_manifest, verify_for_training
+from pipeline.hashing import content_sha256, sha256_file
 from pipeline.provenance import code_version, package_versions
 from pipeline.weights import load_weights
 
@@ -189,7 +189,9 @@ def frame_table(samples: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
 
 
 def run(cfg: RunConfig) -> dict:
-    """Train (or resume) and evaluate; return the final report."""
+    """Train (or resume) and evaluate; return the final report. run.json records the build's and the run
+    folder's absolute paths, so that the folder can be evaluated from anywhere."""
+    cfg = replace(cfg, build=str(Path(cfg.build).resolve()), out=str(Path(cfg.out).resolve()))
     out = Path(cfg.out)
     rank, world, device = start_distributed(cfg)
     try:
@@ -244,9 +246,9 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
         clip_sampler = ClipSampler(clips, method.config.clips_per_class, seed=cfg.seed, rank=rank, world=world)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "domains": None}
     checkpoint = out / "checkpoint.pt"
-    build_sha256 = sha256_file(Path(cfg.build) / "manifest.json")
+    build_hashes = manifest_hashes(cfg.build)
     if checkpoint.exists():
-        check_resume(out, cfg, protocol, build_sha256)
+        check_resume(out, cfg, protocol, build_hashes)
         state = load_checkpoint(checkpoint, method, rank, per_epoch=len(sampler))
         if lead:
             reclusters = method.pseudo_domains and state["batch"] in (0, len(sampler))
@@ -257,7 +259,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
             (out / name).unlink(missing_ok=True)
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,
                                       "build": manifest["build"], "config_hash": manifest["config_hash"],
-                                      "build_manifest_sha256": build_sha256, "build_verification": verification,
+                                      **build_hashes, "build_verification": verification,
                                       "selection": selection_name(cfg, protocol), "hparams": method.hparams(),
                                       "channels": list(channels), "world_size": world,
                                       "train_samples": len(train_rows), "validation_samples": len(val_rows),
@@ -338,7 +340,7 @@ def progress_note(losses: dict, state: dict) -> dict:
 RESUME_FIELDS = ("method", "per_class", "network", "input_size", "seed", "options", "select_on_target", "domains")
 
 
-def check_resume(out: Path, cfg: RunConfig, protocol, build_sha256: str) -> None:
+def check_resume(out: Path, cfg: RunConfig, protocol, build_hashes: dict) -> None:
     """Refuse to continue a run with other settings or another build than it started with (``steps``,
     ``eval_every``, ``workers``, ``device`` and paths may change)."""
     started, saved = saved_run(out)
@@ -346,7 +348,7 @@ def check_resume(out: Path, cfg: RunConfig, protocol, build_sha256: str) -> None
                if getattr(saved, name) != getattr(cfg, name)]
     if (started["protocol"], started["variant"]) != (protocol.name, protocol.variant):
         changed.append(f"protocol {started['protocol']} ({started['variant']}) -> {protocol.name} ({protocol.variant})")
-    changed += other_build(started, cfg.build, build_sha256)
+    changed += other_build(started, cfg.build, build_hashes)
     if changed:
         raise ValueError(f"{out}: cannot resume this run with other settings ({'; '.join(changed)}); use another "
                          f"--out, or the settings in {out / 'run.json'}")
@@ -359,12 +361,38 @@ def saved_run(out: Path) -> tuple[dict, RunConfig]:
     return started, RunConfig(**{**saved, "options": tuple(saved.get("options", ()))})
 
 
-def other_build(started: dict, build: str, build_sha256: str) -> list[str]:
-    """A note when ``build``'s manifest is not the one a run (its run.json, ``started``) was trained on."""
-    if started.get("build_manifest_sha256", build_sha256) == build_sha256:  # runs before the field: not known
-        return []
-    return [f"build: {build}/manifest.json is not the manifest this run started on (sha256 "
-            f"{started['build_manifest_sha256'][:12]}...)"]
+def manifest_hashes(build: str) -> dict:
+    """The sha256 of a build's manifest file and of its content (the canonical JSON, which a copy or a move of
+    the build keeps)."""
+    path = find_manifest(build)
+    return {"build_manifest_sha256": sha256_file(path),
+            "build_manifest_content_sha256": content_sha256(json.loads(path.read_text()))}
+
+
+def other_build(started: dict, build: str, hashes: dict) -> list[str]:
+    """A note when ``build``'s manifest is not the one a run (its run.json, ``started``) was trained on: its
+    content hash is compared (runs that recorded only the file's sha256: that one; neither: not known)."""
+    for key in ("build_manifest_content_sha256", "build_manifest_sha256"):
+        if key in started:
+            if started[key] == hashes[key]:
+                return []
+            name = key.removeprefix("build_")
+            return [f"build: {build}/manifest.json is not the manifest this run started on ({name} "
+                    f"{hashes[key][:12]}..., the run's {started[key][:12]}...)"]
+    return []
+
+
+def resolve_build(out: Path, recorded: str) -> str:
+    """The build a run folder names: an absolute path as it is; a relative one against the run folder (where
+    a run and its build were moved together), else against the working folder (runs recorded before paths
+    were made absolute)."""
+    path = Path(recorded)
+    if not path.is_absolute() and (out / path).exists():
+        path = out / path
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the build run {out} was trained on is not there (moved?); point the run "
+                                f"at it with --build PATH")
+    return str(path.resolve())
 
 
 def batches(dataset, sampler, workers: int):
@@ -604,18 +632,20 @@ def load_checkpoint(path: Path, method, rank: int = 0, per_epoch: int | None = N
     return data["state"]
 
 
-def evaluate_run(out: Path, verify: bool = True) -> dict:
+def evaluate_run(out: Path, verify: bool = True, build: str | Path | None = None) -> dict:
     """Evaluate a finished (or interrupted) run's best checkpoint on its protocol's target (after checking the
-    build against its manifest, unless ``verify`` is false)."""
+    build against its manifest, unless ``verify`` is false). ``build``: where the run's build is now (a moved
+    or copied build, accepted when its manifest content is the one the run was trained on)."""
     meta_path = out / "run.json"
     if not meta_path.is_file() or not (out / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{out}: not a run folder (run.json and checkpoint.pt are needed)")
     started, cfg = saved_run(out)
-    cfg = replace(cfg, verify=verify)
-    check_build(cfg)
-    changed = other_build(started, cfg.build, sha256_file(Path(cfg.build) / "manifest.json"))
+    build = resolve_build(out, cfg.build) if build is None else str(Path(build).resolve())
+    cfg = replace(cfg, build=build, verify=verify)
+    changed = other_build(started, cfg.build, manifest_hashes(cfg.build))
     if changed:
         raise ValueError(f"{out}: {changed[0]}; the target would be scored on other data (rebuilt cache?)")
+    check_build(cfg)
     device = resolve_device(cfg.device)
     _, protocol, _, parts = run_data(cfg)
     (_, train_set), (val_rows, val_set), (target_rows, target_set) = parts

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .atomic import write_json
 from .hashing import content_sha256, sha256_file
-from .shards import ShardError, open_shard
+from .config import config_from_dict
+from .shards import ShardError, open_shard, sample_shapes
 
 VERIFIED_CACHE = "verified.json"  # beside the manifest: shard sha256 checks already done
 
@@ -27,6 +28,17 @@ def find_manifest(build: str | Path) -> Path:
     return path
 
 
+def shard_location(manifest_path: Path, manifest: dict) -> Path:
+    """Where a build's shards are now: the folder the manifest names or, when the build was moved as a whole
+    (its manifest folder and its output folder together), the same place relative to the manifest folder."""
+    recorded = Path(manifest["shard_dir"])
+    relative = manifest.get("shard_dir_from_manifest")
+    if recorded.is_dir() or relative is None:
+        return recorded
+    moved = (manifest_path.parent / relative).resolve()
+    return moved if moved.is_dir() else recorded
+
+
 def table_hashes(manifest: dict) -> dict:
     """The sha256 the manifest records for each of its tables."""
     return {"samples.csv": manifest.get("samples_table_sha256"), "sources.csv": manifest.get("source_table_sha256"),
@@ -43,6 +55,7 @@ def manifest_problems(manifest_path: Path, manifest: dict) -> list[str]:
     elif content_sha256(manifest) != recorded:
         problems.append(f"{manifest_path}: content edited (its sha256 {content_sha256(manifest)[:12]}... differs "
                         f"from the recorded {recorded[:12]}...)")
+    problems += config_problems(manifest_path, manifest)
     for name, expected in table_hashes(manifest).items():
         path = manifest_path.parent / name
         if not path.is_file():
@@ -55,11 +68,38 @@ def manifest_problems(manifest_path: Path, manifest: dict) -> list[str]:
     return problems
 
 
+def config_problems(manifest_path: Path, manifest: dict) -> list[str]:
+    """The manifest's config against its own ``config_hash`` (each shard's is checked against that hash by
+    :func:`audit`): a config edited after the build, even with the content hash recomputed, is found."""
+    try:
+        config = config_from_dict(manifest.get("config"), f"{manifest_path}: config")
+    except ValueError as err:
+        return [str(err)]
+    if config.config_hash() != manifest.get("config_hash"):
+        return [f"{manifest_path}: its config hashes to {config.config_hash()[:12]}..., not to the recorded "
+                f"config_hash {str(manifest.get('config_hash'))[:12]}... (config edited after the build?)"]
+    return []
+
+
+def shape_problems(path: Path, shard, manifest_path: Path, manifest: dict) -> list[str]:
+    """A shard's array shapes against the sizes in the manifest's config (none when the config is unreadable:
+    :func:`config_problems` says so)."""
+    try:
+        config = config_from_dict(manifest.get("config"), str(manifest_path))
+    except ValueError:
+        return []
+    image, depth = config.face.size, config.depth.size
+    expected = sample_shapes(image, depth)
+    return [f"{path}: {name} holds samples of shape {shard[name].shape[1:]}, the config ({image} px faces, "
+            f"{depth} px depth) makes {expected[name]}"
+            for name in expected if name in shard and shard[name].shape[1:] != expected[name]]
+
+
 def audit(build: str | Path, shard_dir: str | Path | None = None) -> list[str]:
     """Problems found (empty when the manifest, its tables and every shard match)."""
     manifest_path = find_manifest(build)
     manifest = json.loads(manifest_path.read_text())
-    folder = Path(shard_dir or manifest["shard_dir"])
+    folder = Path(shard_dir) if shard_dir else shard_location(manifest_path, manifest)
     problems = manifest_problems(manifest_path, manifest)
     for entry in manifest["shards"]:
         path = folder / entry["file"]
@@ -79,6 +119,7 @@ def audit(build: str | Path, shard_dir: str | Path | None = None) -> list[str]:
                 missing = [name for name in manifest.get("shard_datasets", ()) if name not in f]
                 if missing:
                     problems.append(f"{path}: datasets {missing} listed in the manifest are missing")
+                problems += shape_problems(path, f, manifest_path, manifest)
                 f["rgb"][n - 1]  # the last chunk must be readable
         except (ShardError, OSError, KeyError) as err:
             problems.append(f"{path}: unreadable: {err}")
@@ -91,8 +132,9 @@ def audit(build: str | Path, shard_dir: str | Path | None = None) -> list[str]:
 def leftovers(build: str | Path, shard_dir: str | Path | None = None) -> list[Path]:
     """Hidden temporary files a killed build left beside the shards or the per-video results (the next run
     of the build removes them)."""
-    manifest = json.loads(find_manifest(build).read_text())
-    folder = Path(shard_dir or manifest["shard_dir"])
+    manifest_path = find_manifest(build)
+    manifest = json.loads(manifest_path.read_text())
+    folder = Path(shard_dir) if shard_dir else shard_location(manifest_path, manifest)
     return sorted(p for where in (folder, folder.parent / "videos") if where.is_dir()
                   for p in where.rglob(".*.tmp*") if p.is_file())
 
@@ -100,7 +142,8 @@ def leftovers(build: str | Path, shard_dir: str | Path | None = None) -> list[Pa
 def verify_for_training(build: str | Path) -> str:
     """Refuse a build whose manifest, tables or shards do not match (BuildIntegrityError naming the files);
     return how the shards were checked. Each shard's size is always checked, its sha256 once per (path, size,
-    mtime): the results are cached in ``verified.json`` beside the manifest, so a second run starts at once."""
+    mtime and inode change time, which no user can set back): the results are cached in ``verified.json``
+    beside the manifest, so a second run starts at once."""
     manifest_path = find_manifest(build)
     manifest = json.loads(manifest_path.read_text())
     problems = manifest_problems(manifest_path, manifest)
@@ -110,7 +153,7 @@ def verify_for_training(build: str | Path) -> str:
     except ValueError:
         cache = {}
     hashed, fresh = 0, {}
-    folder = Path(manifest["shard_dir"])
+    folder = shard_location(manifest_path, manifest)
     for entry in manifest["shards"]:
         path = folder / entry["file"]
         if not path.is_file():
@@ -121,7 +164,7 @@ def verify_for_training(build: str | Path) -> str:
             problems.append(f"{path}: {stat.st_size} bytes, the manifest says {entry['bytes']} (truncated?)")
             continue
         key = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-               "sha256": entry["sha256"]}
+               "ctime_ns": stat.st_ctime_ns, "sha256": entry["sha256"]}
         if cache.get(entry["file"]) != key:
             hashed += 1
             digest = sha256_file(path)

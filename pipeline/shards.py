@@ -54,6 +54,14 @@ def ensure_space(path: Path, needed: int, what: str = "this shard") -> None:
                               f"again: finished videos are kept and the shards come out the same")
 
 
+def sample_shapes(image_size: int, depth_size: int) -> dict:
+    """The shape of one sample of each shard dataset (video_id, a string, is not listed)."""
+    return {"rgb": (3, image_size, image_size), "hsv": (3, image_size, image_size),
+            "lbp": (3, image_size, image_size), **{m: (1, depth_size, depth_size) for m in MAPS},
+            "label": (), "domain": (), "attack": (), "frame_index": (), "box": (4,), "landmarks": (5, 2),
+            "score": ()}
+
+
 class ShardWriter:
     """Writes one shard of ``n`` samples in order, a few samples at a time, to a hidden temporary file that
     :meth:`commit` renames into place. ``optional``: names of OPTIONAL to write too. Rows are held until
@@ -74,10 +82,7 @@ class ShardWriter:
         options = {} if compression == "none" else {"compression": compression}
         if compression == "gzip":
             options["compression_opts"] = 4
-        shapes = {"rgb": (3, image_size, image_size), "hsv": (3, image_size, image_size),
-                  "lbp": (3, image_size, image_size), **{m: (1, depth_size, depth_size) for m in MAPS},
-                  "label": (), "domain": (), "attack": (), "frame_index": (), "box": (4,), "landmarks": (5, 2),
-                  "score": ()}
+        shapes = sample_shapes(image_size, depth_size)
         types = {"frame_index": np.int32, "box": np.float32, "landmarks": np.float32, "score": np.float32}
         for name in self.names:
             if name == "video_id":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -418,7 +419,8 @@ class BuildManifest(BuildTask):
                               .value_counts().sort_index().items()},
             "extraction": json.loads(extraction.read_text()) if extraction.is_file() else {},  # the devices and
             # batches that detected the faces: they change boxes' last bits
-            "shard_dir": str(shard_dir.resolve()),
+            "shard_dir": str(shard_dir.resolve()),  # and from the manifest folder, for a build moved whole:
+            "shard_dir_from_manifest": os.path.relpath(shard_dir.resolve(), out.resolve()),
             "shard_datasets": list(PER_SAMPLE + optional_datasets(cfg)), "label_polarity": LABELS, "attack_values": ATTACKS, "domain_values": DOMAINS,
             "sources": {d: {"root": str(Path(cfg.datasets[d]).resolve()),
                             "videos": int((sources["dataset"] == d).sum())} for d in sorted(cfg.datasets)},

@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from pipeline.audit import audit
+from pipeline.config import config_from_dict
+from pipeline.hashing import content_sha256
 
 BIN = Path(sys.executable).parent
 
@@ -238,7 +240,18 @@ def test_audit_checks_the_tables_and_the_manifests_own_content(clean_build, tmp_
     manifest["config"]["face"]["size"] = 256  # an edited config: the tables and shards still match
     (manifest_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     problems = audit(manifest_dir)
-    assert len(problems) == 1 and "manifest.json: content edited" in problems[0]
+    assert "manifest.json: content edited" in problems[0]
+    manifest["config"]["face"]["size"] = 999  # the same edit with the content hash recomputed: still found
+    manifest["content_sha256"] = content_sha256(manifest)
+    (manifest_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    problems = audit(manifest_dir)
+    assert "config hashes to" in problems[0] and "config edited after the build?" in problems[0]
+    assert sum("rgb holds samples of shape (3, 96, 96), the config (999 px faces" in p for p in problems) == 5
+    manifest["config_hash"] = config_from_dict(manifest["config"], "x").config_hash()  # both hashes redone:
+    manifest["content_sha256"] = content_sha256(manifest)  # the shards' own config_hash attributes disagree
+    (manifest_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    problems = audit(manifest_dir)
+    assert sum("samples / config" in p for p in problems) == 5 and not any("config hashes to" in p for p in problems)
     leftover = source / "out/t/shards/.shard-00000.h5.abc123.tmp.h5"
     leftover.write_bytes(b"half a shard")
     try:

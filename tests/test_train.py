@@ -207,3 +207,17 @@ def test_the_trainer_refuses_a_build_that_fails_its_audit(train_build, tmp_path,
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="manifest.json: content edited"):
         run(config(folder, tmp_path / "edited2", 1))
+
+
+def test_a_flipped_byte_with_its_mtime_restored_is_still_hashed(train_build, tmp_path):
+    folder, shards = tampered_copy(train_build, tmp_path)
+    run(config(folder, tmp_path / "first", 1))  # verified and cached
+    victim = sorted(shards.glob("*.h5"))[0]
+    before = victim.stat()
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 1
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))  # `touch -d`: size and mtime as cached
+    assert (victim.stat().st_size, victim.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    with pytest.raises(ValueError, match=f"{victim.name}: sha256"):
+        run(config(folder, tmp_path / "second", 1))
