@@ -77,7 +77,7 @@ def stage_rates(videos, frame_config: FrameConfig) -> dict:
     decoded = [read_frames(v, frame_config) for v in videos]
     rates["decode (one pass, verified)"] = n / (time.perf_counter() - start)
     detector = FaceDetector(FaceConfig(), "cpu")
-    per_call = videos_per_task(BuildConfig("bench", {"casia": "."}, ".", frames=frame_config), "cpu")
+    per_call = videos_per_task(BuildConfig(name="bench", datasets={"casia": "."}, output_dir=".", frames=frame_config), "cpu")
     start = time.perf_counter()
     detections = [dets for i in range(0, len(decoded), per_call)  # the build's calls: a task's videos together
                   for dets in detect_together(detector, [d.frames for d in decoded[i:i + per_call]])]
@@ -162,7 +162,7 @@ def detection_seconds(decoded: list, frame_config: FrameConfig, before=None) -> 
     """Seconds MTCNN alone takes over the clips ``decoded`` in the build's calls on the CPU (a task's videos
     together); ``before`` runs once the detector is loaded, right before the clock starts."""
     detector = FaceDetector(FaceConfig(), "cpu")
-    per_call = videos_per_task(BuildConfig("bench", {"casia": "."}, ".", frames=frame_config), "cpu")
+    per_call = videos_per_task(BuildConfig(name="bench", datasets={"casia": "."}, output_dir=".", frames=frame_config), "cpu")
     if before is not None:
         before()
     start = time.perf_counter()

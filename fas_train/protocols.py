@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+
+from pipeline.yaml_files import read_yaml
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,9 @@ def load_protocol(path: str | Path, variant: str | None = None):
     """Read a protocol config (a path, or the name of a shipped one: ``mico_OCI_to_M``); ``variant`` picks a
     split variant of a cross-domain protocol (default: the file's default_variant)."""
     path = bundled("protocols", path)
-    raw = yaml.safe_load(path.read_text())
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of protocol settings, not {type(raw).__name__}")
     if "oulu_protocol" in raw:
         return _intra(raw, path, variant)
     try:

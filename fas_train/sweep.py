@@ -32,14 +32,17 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 
 import luigi
-import yaml
+from pydantic import TypeAdapter, ValidationError
 from tqdm import tqdm
+
+from pipeline.yaml_files import read_yaml
 
 from .methods import METHODS
 from .protocols import bundled, load_protocol
@@ -82,7 +85,9 @@ class Sweep:
 def load_sweep(name_or_path: str | Path) -> Sweep:
     """Read a sweep file (a path, or the name of a shipped one) and expand its grid; errors name the file."""
     path = bundled("sweeps", name_or_path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of sweep settings, not {type(raw).__name__}")
     where = str(path)
     unknown = sorted(set(raw) - SWEEP_KEYS)
     missing = sorted({"name", "build", "out", "protocols", "methods"} - set(raw))
@@ -93,6 +98,12 @@ def load_sweep(name_or_path: str | Path) -> Sweep:
     if set(settings) - allowed:
         raise ValueError(f"{where}: settings {sorted(set(settings) - allowed)} are not trainer settings; "
                          f"allowed: {sorted(allowed)}")
+    types = typing.get_type_hints(RunConfig)
+    for name, value in settings.items():  # typed as the trainer's own settings: `steps: '60'` is refused
+        try:
+            TypeAdapter(types[name]).validate_python(value, strict=True)
+        except ValidationError as err:
+            raise ValueError(f"{where}: settings.{name}: {err.errors()[0]['msg']} (got {value!r})") from None
     level = raw.get("level", "video")
     if level not in ("video", "frame"):
         raise ValueError(f"{where}: level must be video or frame, not {level!r}")

@@ -27,6 +27,7 @@ import csv
 import json
 import math
 import os
+import typing
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from pydantic import TypeAdapter, ValidationError
 from torch import distributed as dist
 from tqdm import tqdm
 from torch.utils.data import BatchSampler, SequentialSampler
@@ -51,6 +53,9 @@ from .protocols import DOMAIN_COLUMNS, load_protocol, with_domains
 from .preemption import Preempted, StopRequests
 from .pseudo_domains import agreement
 from .sampler import BalancedBatchSampler
+
+
+MIN_INPUT_SIZE = 32  # ResNets reduce their input 32-fold; the depth networks 8-fold to maps of at least 4 x 4
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,9 @@ class RunConfig:
             value, least = getattr(self, name), 0 if name == "input_size" else 1
             if value is not None and value < least:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least {least}")
+        if self.input_size and self.input_size < MIN_INPUT_SIZE:
+            raise ValueError(f"--input-size {self.input_size}: the networks need at least {MIN_INPUT_SIZE} pixels "
+                             f"(their feature maps shrink by up to 32; 0: the stored crop size)")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision {self.precision!r}: use auto, bf16 or fp32")
         if self.channels_last not in ("auto", "on", "off"):
@@ -136,18 +144,30 @@ def barrier(world: int) -> None:
 
 
 def method_config(cfg: RunConfig):
-    """The method's config dataclass with ``cfg.options`` ("name=value") applied, values parsed as YAML."""
+    """The method's config dataclass with ``cfg.options`` ("name=value") applied. Each value is read as YAML
+    and then as its field's type (``lr=1e-4`` is a float, although YAML 1.1 reads it as text); an unknown or
+    ill-typed option is refused naming the field, its type and the method's options."""
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; known: {sorted(METHODS)}")
     cls, config_cls = METHODS[cfg.method]
-    known = {f.name for f in fields(config_cls)}
+    types = typing.get_type_hints(config_cls)
+    known = ", ".join(f"{f.name} ({_type_name(types[f.name])}, default {f.default!r})" for f in fields(config_cls))
     overrides = {}
     for option in cfg.options:
         name, sep, value = option.partition("=")
-        if not sep or name not in known:
-            raise ValueError(f"option {option!r}: expected name=value with name one of {sorted(known)}")
-        overrides[name] = yaml.safe_load(value)
+        if not sep or name not in types:
+            raise ValueError(f"option {option!r}: expected name=value; {cfg.method}'s options: {known}")
+        try:
+            overrides[name] = TypeAdapter(types[name]).validate_python(yaml.safe_load(value))
+        except (ValidationError, yaml.YAMLError) as err:
+            reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else "not a YAML value"
+            raise ValueError(f"option {option!r}: {name} is {_type_name(types[name])}: {reason}; "
+                             f"{cfg.method}'s options: {known}") from None
     return cls, config_cls(**overrides)
+
+
+def _type_name(annotation) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 def build_method(cfg: RunConfig, domains: list):
@@ -235,6 +255,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     (train_rows, train_set), (val_rows, val_set), (target_rows, target_set) = parts
     method = build_method(cfg, sorted(set(train_set.domains.tolist()))).to(device)
     cfg = resolved(cfg, method)
+    check_sizes(cfg, method, manifest, train_rows, protocol)
     torch.manual_seed(cfg.seed * 1000 + rank)  # the same weights everywhere, other random draws per process
     sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class * method.batch_chunks,
                                    seed=cfg.seed, rank=rank, world=world,
@@ -327,6 +348,25 @@ def resolved(cfg: RunConfig, method) -> RunConfig:
     """``cfg`` with the method's defaults filled in: its paper's batch and input size."""
     return replace(cfg, per_class=cfg.per_class or method.config.per_class,
                    input_size=method.input_size if cfg.input_size is None else cfg.input_size)
+
+
+def check_sizes(cfg: RunConfig, method, manifest: dict, train_rows: pd.DataFrame, protocol) -> None:
+    """Refuse, before any work, a batch larger than the smallest (domain, class) group of the protocol's
+    training data (it would repeat samples within a batch and can exhaust memory) and stored crops smaller
+    than the networks need."""
+    wanted = cfg.per_class * method.batch_chunks
+    column = cfg.domains or protocol.domains
+    groups = train_rows.groupby([column, "label"]).size()
+    if len(groups) and wanted > groups.min():
+        counts = ", ".join(f"{domain}/{label} {n}" for (domain, label), n in groups.items())
+        chunks = f" x {method.batch_chunks} (the method's batch chunks)" if method.batch_chunks > 1 else ""
+        raise ValueError(f"--per-class {cfg.per_class}{chunks}: more samples per (domain, class) than the "
+                         f"smallest group of {protocol.name}'s training data holds ({groups.min()}; {counts}); use "
+                         f"--per-class {max(1, groups.min() // method.batch_chunks)} or less")
+    stored = manifest["config"]["face"]["size"]
+    if not cfg.input_size and stored < MIN_INPUT_SIZE:
+        raise ValueError(f"the build's crops are {stored} pixels, the networks need at least {MIN_INPUT_SIZE}: "
+                         f"give --input-size {MIN_INPUT_SIZE} or more (the crops are resized up)")
 
 
 def progress_note(losses: dict, state: dict) -> dict:

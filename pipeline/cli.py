@@ -12,6 +12,9 @@ from .shards import ShardError
 
 def _cmd_index(args) -> int:
     from .index import format_summary, index_dataset, write_index
+    if args.out.is_dir():
+        raise ValueError(f"{args.out}: is a folder; --out names the table to write, e.g. "
+                         f"{args.out / (args.dataset + '.csv')} (its JSON summary goes beside it)")
     index = index_dataset(args.dataset, args.root, workers=args.workers, quiet=args.quiet)
     table_path, json_path = write_index(index, args.out)
     print(format_summary(index.summary))

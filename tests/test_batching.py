@@ -35,7 +35,7 @@ def test_frames_of_several_videos_go_to_one_call_per_frame_size(corpus):
         assert all(0 <= d.box[0] < d.box[2] <= w + 5 and 0 <= d.box[1] < d.box[3] <= h + 5 for d in detections)
 
 def test_a_resumed_task_writes_the_same_bytes_and_a_bad_video_stops_only_itself(corpus, tmp_path):
-    config = BuildConfig("b", {"casia": str(corpus / "casia")}, str(tmp_path),
+    config = BuildConfig(name="b", datasets={"casia": str(corpus / "casia")}, output_dir=str(tmp_path),
                          frames=FrameConfig(policy="even", count=2), face=FaceConfig(size=32))
     jobs = casia_jobs(corpus, 4)
     missing = VideoJob("casia/gone.avi", str(tmp_path / "gone.avi"), "live", "0" * 64, "casia")

@@ -30,18 +30,82 @@ def test_the_full_template_serves_every_protocol_and_the_video_method():
     assert full.frames.count >= clip_length and full.depth.store_estimate  # ccdd-video clips, HFN + Depth
 
 
+BAD_VALUES = [  # (section or None, key, value, what the message must say beside the field)
+    ("shards", "samples_per_shard", 0, "greater than or equal to 1"),  # WriteShards never ended
+    ("face", "size", 0, "greater than or equal to 16"),  # exit 0 with zero samples
+    ("face", "size", "64", "valid integer"),  # every video failed minutes later
+    ("frames", "count", 2.7, "valid integer"),
+    ("depth", "store_estimate", "no", "valid boolean"),  # read as true
+    ("compute", "device", "tpu", "'auto', 'cpu' or 'cuda'"),
+    ("face", "min_score", 1.5, "less than or equal to 1"),
+    ("compute", "workers", 0, "greater than or equal to 1"),
+    (None, "name", "../../escaped", "one folder name"),  # the build landed outside output_dir
+    (None, "name", "..", "one folder name"),
+    ("face", "thresholds", [0.6, 0.7], "item 2 is missing"),
+    ("face", "factor", 1.5, "less than 1"),
+    ("face", "max_side", 5, "greater than or equal to 12"),
+    ("frames", "truncation_tolerance", 1, "less than 1"),
+    ("frames", "policy", "random", "'even', 'every' or 'all'"),
+    ("depth", "size", 0, "greater than or equal to 8"),
+    ("shards", "compression", "zip", "'none', 'lzf' or 'gzip'"),
+    ("compute", "worker_timeout", 0, "greater than 0"),
+    ("compute", "threads_per_worker", True, "valid integer"),
+    ("frames", "step", "10", "valid integer"),
+]
+
+
+@pytest.mark.parametrize("section, key, value, says", BAD_VALUES,
+                         ids=[f"{s or 'top'}.{k}={v!r}" for s, k, v, _ in BAD_VALUES])
+def test_a_bad_value_is_refused_at_load_naming_the_file_and_the_field(tmp_path, section, key, value, says):
+    raw = yaml.safe_load((ROOT / "configs/build/demo.yaml").read_text())
+    if section is None:
+        raw[key] = value
+    else:
+        raw[section] = {**raw.get(section, {}), key: value}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    field = key if section is None else f"{section}.{key}"
+    assert message.startswith(f"{path}: ") and f"{field}: " in message and says in message, message
+
+
 def test_bad_build_configs_name_the_file_and_the_field(tmp_path):
     good = yaml.safe_load((ROOT / "configs/build/demo.yaml").read_text())
-    cases = [({**good, "frame": {"count": 2}}, r"unknown key\(s\) \['frame'\] in BuildConfig"),
-             ({**good, "depth": {"backend": "prnet"}}, "depth.backend must be auto, face-alignment, mediapipe or generic"),
-             ({**good, "depth": {"store_estimates": True}}, r"unknown key\(s\) \['store_estimates'\] in DepthConfig"),
-             ({**good, "datasets": {"casia": "/x", "siw": "/y"}}, r"unknown \['siw'\]")]
+    cases = [({**good, "frame": {"count": 2}}, r"frame: unknown key in BuildConfig; known: \['compute', 'datasets'"),
+             ({**good, "depth": {"backend": "prnet"}},
+              "depth.backend: Input should be 'auto', 'face-alignment', 'mediapipe' or 'generic'"),
+             ({**good, "depth": {"store_estimates": True}}, r"depth.store_estimates: unknown key in DepthConfig"),
+             ({**good, "datasets": {"casia": "/x", "siw": "/y"}}, r"datasets: .*unknown \['siw'\]"),
+             ({**good, "face": {"sizing": {"oulu": {"max_side": "480"}}}}, "face.sizing.oulu.max_side: "),
+             ({**good, "face": {"sizing": {"siw": {"max_side": 480}}}}, "face.sizing: .*siw"),
+             ({k: v for k, v in good.items() if k != "output_dir"}, "output_dir: required")]
     for number, (raw, message) in enumerate(cases):
         path = tmp_path / f"bad{number}.yaml"
         path.write_text(yaml.safe_dump(raw))
         with pytest.raises(ValueError, match=message) as caught:
             load_config(path)
         assert str(path) in str(caught.value)
+    every = {**good, "face": {"size": 0, "min_score": 2}}  # every wrong field at once, not only the first
+    path = tmp_path / "every.yaml"
+    path.write_text(yaml.safe_dump(every))
+    with pytest.raises(ValueError, match="face.min_score: .*; face.size: "):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text, line", [("name: demo\ndatasets: {casia: /x\noutput_dir: o\n", 3),
+                                         ("name: demo\n  datasets: x\n", 2),
+                                         ("name: [demo\n", 2)])
+def test_malformed_yaml_names_the_file_and_the_line(tmp_path, text, line):
+    from fas_train.protocols import load_protocol
+    from fas_train.sweep import load_sweep
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    for load in (load_config, load_protocol, load_sweep):
+        with pytest.raises(ValueError, match=rf"^{path}:{line}:\d+: malformed YAML: ") as caught:
+            load(path)
+        assert "<unicode string>" not in str(caught.value)
 
 
 def test_every_config_the_makefile_names_is_in_the_repository():

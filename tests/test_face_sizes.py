@@ -40,7 +40,7 @@ def test_sizing_is_per_dataset_validated_and_hashed_only_when_set():
 
 
 def test_each_sizing_gets_its_own_detector_loaded_once(tmp_path):
-    config = BuildConfig("x", {"oulu": "/o", "msu": "/m"}, str(tmp_path), face=FaceConfig(
+    config = BuildConfig(name="x", datasets={"oulu": "/o", "msu": "/m"}, output_dir=str(tmp_path), face=FaceConfig(
         sizing={"oulu": {"max_side": 480, "min_face_size": 60}}))
     oulu, _ = extract._models(config, "generic", "oulu")
     msu, _ = extract._models(config, "generic", "msu")

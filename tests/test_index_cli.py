@@ -55,6 +55,16 @@ def test_index_command_fails_clearly_on_a_wrong_root(tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_index_out_naming_a_folder_is_refused_before_hashing(tmp_path):
+    casia_tree(tmp_path / "casia", train=[1], test=[])
+    (tmp_path / "tables").mkdir()
+    result = run_cli("index", "--dataset", "casia", "--root", str(tmp_path / "casia"), "--out",
+                     str(tmp_path / "tables"), "--quiet")
+    assert result.returncode == 2 and "sha256" not in result.stderr
+    assert f"{tmp_path / 'tables'}: is a folder; --out names the table to write, e.g. " in result.stderr
+    assert list((tmp_path / "tables").iterdir()) == []
+
+
 def test_unreadable_video_is_reported_not_indexed(tmp_path):
     casia_tree(tmp_path, train=[1], test=[])
     broken = tmp_path / "train_release/1/HR_2.avi"

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -271,7 +270,7 @@ def test_rotated_videos_are_decoded_upright_and_recorded(corpus, tmp_path):
         assert len(a) == len(b) == 4  # every frame's face found once upright
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 12  # the same upright crops
         assert np.abs(a.astype(int) - b[..., ::-1, :].astype(int)).mean() > 20  # not an upside-down copy
-    off = replace(config, name="off", face=replace(config.face, orientation="off"))
+    off = config.replace(name="off", face=config.face.replace(orientation="off"))
     job = VideoJob("upside_down", str(tmp_path / "upside_down.avi"), "live", sha256_file(tmp_path / "upside_down.avi"),
                    "msu")
     extract_video(job, off, "generic", str(off.build_dir))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -297,7 +296,7 @@ def test_extraction_with_the_face_alignment_backend(corpus, tmp_path):
             assert summary["samples"] == 2 and arrays["depth"].shape[1:] == (1, 32, 32) and arrays["depth"].max() > 0
         assert "depth_estimate" not in arrays
     # depth.store_estimate: the attack's faces go through the 3D landmark networks too
-    config = replace(config, name="fa-estimate", depth=replace(config.depth, store_estimate=True))
+    config = config.replace(name="fa-estimate", depth=config.depth.replace(store_estimate=True))
     extract_video(job, config, "face-alignment", str(config.build_dir))
     arrays, _, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.npz")
     assert arrays["depth"].max() == 0 and arrays["depth_estimate"].shape == (2, 1, 32, 32)
@@ -309,7 +308,7 @@ def test_stored_depth_estimates_cover_attacks_while_the_target_stays_masked(corp
     from pipeline.extract import VideoJob, extract_video, load_result
     plain = BuildConfig(name="plain", datasets={"msu": str(corpus / "msu")}, output_dir=str(tmp_path),
                         frames=FrameConfig(count=2), face=FaceConfig(size=64), depth=DepthConfig(backend="generic"))
-    stored = replace(plain, name="stored", depth=replace(plain.depth, store_estimate=True))
+    stored = plain.replace(name="stored", depth=plain.depth.replace(store_estimate=True))
     assert "store_estimate" not in plain.content()["depth"] and stored.content()["depth"]["store_estimate"] is True
     assert plain.config_hash() != stored.config_hash()
     for relpath, label in (("scene01/real/real_client002_laptop_SD_scene01.mov", "live"),

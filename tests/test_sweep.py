@@ -53,7 +53,9 @@ def test_the_grid_expands_and_each_command_is_its_run(tmp_path, train_build):
     for bad, message in (({"seed": [0]}, "unknown key"), ({"methods": ["nope"]}, "needs a method"),
                          ({"methods": ["erm", "erm"]}, "a label of its own"),
                          ({"protocols": ["mico_XYZ"]}, "no such file, nor a shipped protocol"),
-                         ({"settings": {"out": "x"}}, "not trainer settings")):
+                         ({"settings": {"out": "x"}}, "not trainer settings"),
+                         ({"settings": {**SETTINGS, "steps": "60"}}, "settings.steps: Input should be a valid integer"),
+                         ({"settings": {**SETTINGS, "eval_every": 0}}, "--eval-every 0: must be at least 1")):
         path.write_text(yaml.safe_dump({**raw, **bad}))
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             load_sweep(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from importlib import metadata
@@ -135,7 +136,11 @@ def test_refused_commands_leave_no_run_folder(train_build, tmp_path):
             "--protocol", PROTOCOL, "--steps", "1", "--network", "small", "--device", "cpu"]
     cases = {"zero": (["--per-class", "0"], "--per-class 0: must be at least 1"),
              "option": (["--option", "no_such=1"], "option 'no_such=1'"),
-             "weights": ([], "ImageNet weights for resnet18 not found")}
+             "weights": ([], "ImageNet weights for resnet18 not found"),
+             "typed": (["--option", "lr=fast"], "option 'lr=fast': lr is float: Input should be a valid number"),
+             "batch": (["--option", "pretrained=none", "--per-class", "100000"],
+                       "--per-class 100000: more samples per (domain, class) than the smallest group"),
+             "size": (["--input-size", "1"], "--input-size 1: the networks need at least 32 pixels")}
     for name, (extra, message) in cases.items():
         done = subprocess.run(base + ["--out", str(tmp_path / name)] + extra, capture_output=True, text=True,
                               env={**os.environ, "TORCH_HOME": str(tmp_path / "hub"),
@@ -221,3 +226,15 @@ def test_a_flipped_byte_with_its_mtime_restored_is_still_hashed(train_build, tmp
     assert (victim.stat().st_size, victim.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     with pytest.raises(ValueError, match=f"{victim.name}: sha256"):
         run(config(folder, tmp_path / "second", 1))
+
+
+def test_options_take_their_fields_types(train_build, tmp_path):
+    from fas_train.train import method_config
+    _, parsed = method_config(config(train_build, tmp_path, 1, options=("lr=1e-4", "meta=false", "per_class=3")))
+    assert parsed.lr == 1e-4 and isinstance(parsed.lr, float) and parsed.meta is False and parsed.per_class == 3
+    result = run(config(train_build, tmp_path / "run", 1, options=("lr=1e-4",)))  # torch.optim got a str before
+    assert result["metrics"]["frame"]["samples"] > 0
+    for option, says in (("per_class=2.5", "per_class is int"), ("meta=maybe", "meta is bool"),
+                         ("nope=1", "rfm's options: inner_lr (float, default 0.001)")):
+        with pytest.raises(ValueError, match=rf"option '{re.escape(option)}': .*{re.escape(says)}"):
+            method_config(config(train_build, tmp_path, 1, options=(option,)))
