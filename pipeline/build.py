@@ -1,7 +1,14 @@
-"""``python -m pipeline build``: run the Luigi graph with the local scheduler and summarise the build."""
+"""``python -m pipeline build``: run the Luigi graph with the local scheduler and summarise the build.
+
+SIGTERM (a cluster's job ending) and SIGINT (Ctrl-C) stop a build cleanly: the dask cluster is closed (its
+workers do not outlive the build; :mod:`pipeline.orphans` covers ``kill -9``), the finished work is counted,
+and the status is 128 + the signal's number, as a shell reports a process ended by it. Every output is written
+atomically, so a re-run resumes from what was finished.
+"""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 
@@ -27,10 +34,18 @@ def run_build(config_path, *, quiet: bool = False) -> int:
     task = BuildManifest(config=str(config_path), quiet=quiet)
     failures = []
     handler = luigi.Task.event_handler(luigi.Event.FAILURE)(lambda task, err: failures.append((task, err)))
+    previous = {number: signal.signal(number, _stop) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = luigi.build([task], local_scheduler=True, detailed_summary=True,
                              log_level="WARNING" if not quiet else "ERROR")
+    except BuildStopped as stop:
+        close_clients()
+        print(f"build {cfg.name!r} stopped by {stop.signal_name} after {time.perf_counter() - start:.1f} s: "
+              f"{finished_work(cfg)}; finished work is kept and a re-run resumes", file=sys.stderr)
+        return 128 + stop.number
     finally:
+        for number, handler_before in previous.items():
+            signal.signal(number, handler_before)
         luigi.Task.remove_event_handler(luigi.Event.FAILURE, handler)
         close_clients()
     if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
@@ -42,6 +57,26 @@ def run_build(config_path, *, quiet: bool = False) -> int:
         return 1
     print(summary(cfg))
     return 0
+
+
+class BuildStopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT during a build: a KeyboardInterrupt, which Luigi lets through (no task records it as
+    its own failure, no other task starts)."""
+
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.number, self.signal_name = number, signal.Signals(number).name
+
+
+def _stop(number, frame):
+    raise BuildStopped(number)
+
+
+def finished_work(cfg) -> str:
+    """What an interrupted build had finished: per-video results and committed shards."""
+    results = sum(1 for _ in (cfg.build_dir / "videos").rglob("*.npz")) if (cfg.build_dir / "videos").is_dir() else 0
+    shards = len(list((cfg.build_dir / "shards").glob("shard-*.h5")))
+    return f"{results} video(s) extracted, {shards} shard(s) written"
 
 
 def summary(cfg) -> str:
