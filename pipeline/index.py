@@ -66,8 +66,16 @@ def index_dataset(dataset: str, root: str | Path, *, workers: int = 4, quiet: bo
         raise ValueError(f"{root}: video ids are not unique (same name with different extensions?): {duplicated}")
     unplaced = scan.unplaced + unreadable
     summary = _summary(indexer, root, table, unplaced, scan)
+    summary["same_content"] = same_content(table)
     _warn(indexer, root, summary)
     return SourceIndex(table, summary)
+
+
+def same_content(table: pd.DataFrame) -> list[dict]:
+    """Groups of rows whose files have the same sha256 (one file under two names, or a copy of a video):
+    each would be trained on as two videos, and a video in two splits would leak between them."""
+    groups = table[table["sha256"].duplicated(keep=False)].groupby("sha256", sort=True)["relpath"]
+    return [{"sha256": digest, "relpaths": sorted(paths)} for digest, paths in groups]
 
 
 def write_index(index: SourceIndex, out: str | Path) -> tuple[Path, Path]:
@@ -94,6 +102,9 @@ def format_summary(summary: dict) -> str:
         f"INCOMPLETE: {summary['videos']} of {'about ' if expected['approximate'] else ''}{expected['total']}")
     lines.append(f"  copy: {state}; {expected['missing_count']} named videos missing")
     lines.append(f"  unplaced files: {len(summary['unplaced'])}; skipped by rule: {summary['skipped_count']}")
+    if summary.get("same_content"):
+        lines.append(f"  files with the same content as another: "
+                     f"{sum(len(g['relpaths']) for g in summary['same_content'])} (see same_content in the JSON)")
     lines.extend(f"  note: {note}" for note in summary["notes"])
     return "\n".join(lines)
 
@@ -123,6 +134,14 @@ def _summary(indexer, root, table, unplaced, scan) -> dict:
 
 
 def _warn(indexer, root, summary) -> None:
+    if summary["same_content"]:
+        groups = summary["same_content"]
+        shown = "\n".join(f"    {g['sha256'][:12]}...: {', '.join(g['relpaths'])}" for g in groups[:SHOWN])
+        more = len(groups) - SHOWN
+        warnings.warn(f"{root}: {sum(len(g['relpaths']) for g in groups)} files share their content with another "
+                      f"({len(groups)} group(s)); each is indexed, and would be trained on, as a video of its own:\n"
+                      f"{shown}" + (f"\n    ... and {more} more (see the summary JSON)" if more > 0 else ""),
+                      IndexWarning, stacklevel=3)
     if summary["unplaced"]:
         shown = "\n".join(f"    {u['relpath']}: {u['reason']}" for u in summary["unplaced"][:SHOWN])
         more = len(summary["unplaced"]) - SHOWN

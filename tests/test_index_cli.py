@@ -76,3 +76,20 @@ def test_unreadable_video_is_reported_not_indexed(tmp_path):
     assert "train_release/1/HR_2.avi" not in set(index.table["relpath"])
     (entry,) = [u for u in index.summary["unplaced"] if u["relpath"] == "train_release/1/HR_2.avi"]
     assert entry["reason"].startswith("unreadable")
+
+
+def test_a_symlink_loop_is_followed_once_and_files_with_the_same_content_are_listed(tmp_path):
+    root = tmp_path / "casia"
+    casia_tree(root, train=[1], test=[1])
+    (root / "train_release/loop").symlink_to("..")  # one file must stay one video
+    (root / "test_release/1/HR_1.avi").write_bytes((root / "train_release/1/HR_1.avi").read_bytes())
+    with pytest.warns(IndexWarning) as caught:
+        index = index_dataset("casia", root, quiet=True, workers=1)
+    assert len(index.table) == 24 and index.table["relpath"].is_unique
+    assert not any("loop" in relpath for relpath in index.table["relpath"])
+    assert any("train_release/loop" in note and "not followed" in note for note in index.summary["notes"])
+    assert index.summary["same_content"] == [{"sha256": hashlib.sha256(b"train_release/1/HR_1.avi").hexdigest(),
+                                              "relpaths": ["test_release/1/HR_1.avi", "train_release/1/HR_1.avi"]}]
+    said = [str(w.message) for w in caught]
+    assert any("2 files share their content" in m and "test_release/1/HR_1.avi, train_release/1/HR_1.avi" in m
+               for m in said)

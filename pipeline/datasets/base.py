@@ -117,8 +117,8 @@ class DatasetIndexer(ABC):
         root = Path(root)
         self.check_layout(root)
         notes = self.prepare(root)
-        records, unplaced, skipped = [], [], []
-        for relpath in _walk_videos(root):
+        records, unplaced, skipped, repeated = [], [], [], []
+        for relpath in _walk_videos(root, repeated):
             reason = self.skip_reason(relpath)
             if reason:
                 skipped.append((relpath, reason))
@@ -130,6 +130,9 @@ class DatasetIndexer(ABC):
                 records.append(placed)
         seen = {r.relpath.lower() for r in records}
         missing = sorted(p for p in self.expected_relpaths(records) if p.lower() not in seen)
+        if repeated:
+            notes.append(f"{len(repeated)} folder(s) reached again through a symbolic link were not followed "
+                         f"(each folder is read once, by its real path): {', '.join(repeated)}")
         return ScanResult(records, unplaced, skipped, missing, notes)
 
     def _layout_message(self, root: Path, problem: str) -> str:
@@ -153,14 +156,23 @@ def _child_dir(root: Path, name: str) -> Path | None:
     return None
 
 
-def _walk_videos(root: Path):
-    """Yield relpaths (forward slashes) of video files under root, sorted, following symlinks.
+def _walk_videos(root: Path, repeated: list):
+    """Yield relpaths (forward slashes) of video files under root, sorted, following symlinks, each folder once
+    by its real path: a folder reached again (a link loop such as ``train/loop -> ..``, or a second link to
+    it) is not entered, and its relpath is appended to ``repeated``.
 
     Hidden files and folders (names starting with a dot: temporary files, macOS ``._`` forks) are not videos.
     """
+    visited = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = os.path.relpath(dirpath, root)
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            repeated.append(rel_dir.replace(os.sep, "/"))
+            continue
+        visited.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
                 rel = name if rel_dir == "." else f"{rel_dir}/{name}"
