@@ -56,8 +56,8 @@ class FaceConfig(Section):
     enlarged by ``padding`` on each side). ``template``: ``public`` (the public code's mean face, black outside
     the frame) or ``compact`` (this project's first template, edges replicated); see pipeline.faces.
     ``hsv``: ``pil`` (Pillow's conversion, H in 0-255, as RFM's code makes its HSV input) or ``opencv``
-    (H in 0-179). ``orientation``: ``auto`` (a video whose faces are missing, unsure or upside down is tried
-    turned by 90, 180 and 270 degrees, and decoded upright when a turn finds its faces) or ``off``.
+    (H in 0-179). ``orientation``: ``auto`` (a video in which no frame shows an upright face is tried turned
+    by 90, 180 and 270 degrees, and decoded upright when a turn shows upright faces) or ``off``.
 
     ``max_side`` and ``min_face_size`` size the detector: frames are downscaled so that their longer side is
     at most ``max_side`` and the smallest face searched is ``min_face_size`` pixels of that downscaled frame.

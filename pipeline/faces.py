@@ -63,9 +63,8 @@ class FaceDetector:
         return found
 
 
-# clockwise turns that put a frame upright, tried when a video's faces look wrong the way they are
+# clockwise turns that put a frame upright, tried when a video shows no upright face the way it is
 TURNS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
-CONFIDENT = 0.95  # a video whose every frame has an upright face at least this sure is not searched
 
 
 def is_upright(detection: Detection) -> bool:
@@ -80,18 +79,21 @@ def orientation_quality(detections: list, min_score: float) -> tuple[int, float]
 
 
 def find_upright(detector: "FaceDetector", frames: list, detections: list, min_score: float):
-    """(clockwise degrees, frames, detections) of the orientation whose faces are most often found upright:
-    the frames as they are unless a face is missing, unsure or upside down (eyes below the mouth) and a turn by
-    90, 180 or 270 degrees finds more upright faces, or as many, surer by 0.02 on average."""
-    best = (0, frames, detections, orientation_quality(detections, min_score))
-    count, mean = best[3]
-    if count == len(frames) and mean >= CONFIDENT:
-        return best[:3]
+    """(clockwise degrees, frames, detections): the frames as they are when any of them shows an upright face;
+    otherwise the turn by 90, 180 or 270 degrees that shows upright faces in the most frames (surest on
+    average on a tie), or the frames as they are when no turn shows one.
+
+    A turn is never taken against upright faces: MTCNN also "finds" upright faces in turned frames (a sideways
+    or upside-down face, its landmarks placed as if upright, at scores up to 0.99 measured on real faces), so
+    comparing counts would turn an upright video whose face is missed in a frame or two upside down."""
+    if orientation_quality(detections, min_score)[0] > 0:
+        return 0, frames, detections
+    best = (0, frames, detections, (0, 0.0))
     for degrees, code in TURNS.items():
         turned = [cv2.rotate(f, code) for f in frames]
         found = detector.detect(turned)
         quality = orientation_quality(found, min_score)
-        if quality[0] > best[3][0] or (quality[0] == best[3][0] > 0 and quality[1] > best[3][1] + 0.02):
+        if quality > best[3]:
             best = (degrees, turned, found, quality)
     return best[:3]
 
