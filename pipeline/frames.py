@@ -27,6 +27,8 @@ class DecodedFrames:
     decoded_count: int  # frames the decoder actually delivered
     header_count: int  # frames the container claims
     rotation_tag: int = 0  # the container's rotation tag in degrees, already applied by OpenCV
+    covered_seconds: float = 0.0  # the last decoded frame's timestamp plus one frame at the container's rate
+    claimed_seconds: float = 0.0  # the container's frame count over its frame rate (0: no rate)
 
 
 def select_indices(n_frames: int, config: FrameConfig) -> list[int]:
@@ -45,10 +47,16 @@ def select_indices(n_frames: int, config: FrameConfig) -> list[int]:
 
 def truncation(decoded: DecodedFrames, config: FrameConfig) -> str | None:
     """Why a video counts as truncated (it ended early: fewer decoded frames than ``1 - tolerance`` of those
-    its container claims, and at least two fewer), or None."""
+    its container claims, at least two fewer, and its last frame's timestamp short of the same share of the
+    container's duration), or None. The timestamps decide where the frame count is an estimate: the count of
+    a variable-frame-rate video (phones record them) is its duration times a nominal rate, so a complete one
+    decodes fewer frames than claimed while its frames still reach the end of the stream."""
     claimed, got = decoded.header_count, decoded.decoded_count
     if claimed > 0 and claimed - got >= 2 and got < (1 - config.truncation_tolerance) * claimed:
-        return f"truncated: decoded {got} of the {claimed} frames the container claims"
+        reaches_end = decoded.claimed_seconds > 0 and \
+            decoded.covered_seconds >= (1 - config.truncation_tolerance) * decoded.claimed_seconds
+        if not reaches_end:
+            return f"truncated: decoded {got} of the {claimed} frames the container claims"
     return None
 
 
@@ -62,16 +70,19 @@ def read_frames(path: str | Path, config: FrameConfig) -> DecodedFrames:
     capture = _open(path)
     header = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     tag = int(capture.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
+    fps = capture.get(cv2.CAP_PROP_FPS)
     wanted = select_indices(header, config)
-    frames, got, count = _decode_pass(path, capture, wanted)
+    frames, got, count, last_ms = _decode_pass(path, capture, wanted)
     if count == 0:
         raise VideoError(f"{path}: no frame could be decoded (header claims {header})")
     if count != header:  # the container's count is wrong: select on the frames that are really there
         wanted = select_indices(count, config)
-        frames, got, again = _decode_pass(path, _open(path), wanted)
+        frames, got, again, _ = _decode_pass(path, _open(path), wanted)
         if again != count or got != wanted:
             raise VideoError(f"{path}: decoding is not repeatable (first pass {count} frames, second pass {again})")
-    return DecodedFrames(frames, got, count, header, tag)
+    frame_seconds = 1 / fps if fps > 0 else 0.0
+    return DecodedFrames(frames, got, count, header, tag, covered_seconds=last_ms / 1000 + frame_seconds,
+                         claimed_seconds=header * frame_seconds)
 
 
 def _open(path: Path) -> cv2.VideoCapture:
@@ -83,11 +94,13 @@ def _open(path: Path) -> cv2.VideoCapture:
     return capture
 
 
-def _decode_pass(path: Path, capture: cv2.VideoCapture, wanted: list[int]) -> tuple[list, list, int]:
-    """(RGB frames at ``wanted``, their indices, frames grabbed in all): one pass over the whole video."""
-    targets, frames, got, index = set(wanted), [], [], 0
+def _decode_pass(path: Path, capture: cv2.VideoCapture, wanted: list[int]) -> tuple[list, list, int, float]:
+    """(RGB frames at ``wanted``, their indices, frames grabbed in all, the latest frame timestamp in ms): one
+    pass over the whole video."""
+    targets, frames, got, index, last_ms = set(wanted), [], [], 0, 0.0
     try:
         while capture.grab():
+            last_ms = max(last_ms, capture.get(cv2.CAP_PROP_POS_MSEC))
             if index in targets:
                 ok, frame = capture.retrieve()
                 if not ok:
@@ -97,4 +110,4 @@ def _decode_pass(path: Path, capture: cv2.VideoCapture, wanted: list[int]) -> tu
             index += 1
     finally:
         capture.release()
-    return frames, got, index
+    return frames, got, index, last_ms
