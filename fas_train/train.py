@@ -351,18 +351,16 @@ def resolved(cfg: RunConfig, method) -> RunConfig:
 
 
 def check_sizes(cfg: RunConfig, method, manifest: dict, train_rows: pd.DataFrame, protocol) -> None:
-    """Refuse, before any work, a batch larger than the smallest (domain, class) group of the protocol's
-    training data (it would repeat samples within a batch and can exhaust memory) and stored crops smaller
-    than the networks need."""
-    wanted = cfg.per_class * method.batch_chunks
+    """Refuse, before any work, a ``per_class`` larger than the smallest (domain, class) group of the
+    protocol's training data (a batch would hold its samples several times over, and a huge count exhausts
+    memory building one batch) and stored crops smaller than the networks need."""
     column = cfg.domains or protocol.domains
     groups = train_rows.groupby([column, "label"]).size()
-    if len(groups) and wanted > groups.min():
+    if len(groups) and cfg.per_class > groups.min():
         counts = ", ".join(f"{domain}/{label} {n}" for (domain, label), n in groups.items())
-        chunks = f" x {method.batch_chunks} (the method's batch chunks)" if method.batch_chunks > 1 else ""
-        raise ValueError(f"--per-class {cfg.per_class}{chunks}: more samples per (domain, class) than the "
-                         f"smallest group of {protocol.name}'s training data holds ({groups.min()}; {counts}); use "
-                         f"--per-class {max(1, groups.min() // method.batch_chunks)} or less")
+        raise ValueError(f"--per-class {cfg.per_class}: more samples per (domain, class) than the smallest group "
+                         f"of {protocol.name}'s training data holds ({groups.min()}; {counts}); use --per-class "
+                         f"{groups.min()} or less")
     stored = manifest["config"]["face"]["size"]
     if not cfg.input_size and stored < MIN_INPUT_SIZE:
         raise ValueError(f"the build's crops are {stored} pixels, the networks need at least {MIN_INPUT_SIZE}: "

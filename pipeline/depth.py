@@ -173,7 +173,6 @@ class FanLandmarks:
     """face-alignment's 3D FAN and depth network, loaded from local weights, on a device."""
 
     def __init__(self, configured_dir: str | None, device: str = "cpu"):
-        import torch
         from face_alignment.models import FAN, ResNetDepth
         folder = weights_dir(configured_dir)
         self.device = device

@@ -136,7 +136,9 @@ def _summary(indexer, root, table, unplaced, scan) -> dict:
 def _warn(indexer, root, summary) -> None:
     if summary["same_content"]:
         groups = summary["same_content"]
-        shown = "\n".join(f"    {g['sha256'][:12]}...: {', '.join(g['relpaths'])}" for g in groups[:SHOWN])
+        shown = "\n".join(f"    {g['sha256'][:12]}...: {', '.join(g['relpaths'][:3])}"
+                           + (f" and {len(g['relpaths']) - 3} more" if len(g["relpaths"]) > 3 else "")
+                           for g in groups[:SHOWN])
         more = len(groups) - SHOWN
         warnings.warn(f"{root}: {sum(len(g['relpaths']) for g in groups)} files share their content with another "
                       f"({len(groups)} group(s)); each is indexed, and would be trained on, as a video of its own:\n"

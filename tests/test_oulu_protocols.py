@@ -14,14 +14,15 @@ from pipeline.index import index_dataset
 
 
 def full_tree(root):
-    """Every OULU-NPU video name as an empty file (the indexer only hashes them), 4,950 in all."""
+    """Every OULU-NPU video name as a file holding its own name (the indexer only hashes them; distinct bytes,
+    as real videos have), 4,950 in all."""
     for folder, users in (("Train_files", range(1, 21)), ("Dev_files", range(21, 36)), ("Test_files", range(36, 56))):
         (root / folder).mkdir(parents=True)
         for u in users:
             for p in range(1, 7):
                 for s in range(1, 4):
                     for f in range(1, 6):
-                        (root / folder / f"{p}_{s}_{u:02d}_{f}.avi").touch()
+                        (root / folder / f"{p}_{s}_{u:02d}_{f}.avi").write_text(f"{p}_{s}_{u:02d}_{f}")
 
 
 def write_lists(root):

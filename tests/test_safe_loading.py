@@ -12,7 +12,6 @@ import torch
 from fas_train.train import evaluate_run, run
 from pipeline.depth import DEPTH_WEIGHTS, FAN_WEIGHTS, FanLandmarks
 
-from conftest import PROTOCOL
 from test_train import config
 
 

@@ -27,7 +27,7 @@ def test_frame_sampling_policies():
     assert select_indices(5, FrameConfig(policy="all")) == [0, 1, 2, 3, 4]
     assert select_indices(50, FrameConfig(policy="all", max_frames=3)) == [0, 1, 2]
     assert select_indices(0, FrameConfig()) == []
-    with pytest.raises(ValueError, match="frames.policy"):
+    with pytest.raises(ValueError, match="policy\n  Input should be 'even', 'every' or 'all'"):
         FrameConfig(policy="random")
 
 

@@ -53,9 +53,17 @@ def test_a_run_resumes_only_with_its_own_settings_and_build(train_build, tmp_pat
     assert [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2, 2]
     with pytest.raises(ValueError, match=r"cannot resume this run with other settings \(seed 0 -> 1\)"):
         run(config(train_build, out, 4, seed=1))
+    from pipeline.hashing import content_sha256
+    reformatted = tmp_path / "reformatted"  # the same content written otherwise: the same build
+    shutil.copytree(train_build, reformatted)
+    (reformatted / "manifest.json").write_text((train_build / "manifest.json").read_text() + "\n")
+    run(config(reformatted, out, 3))
     rebuilt = tmp_path / "rebuilt"  # the same shards, but a manifest that is not the one the run started on
     shutil.copytree(train_build, rebuilt)
-    (rebuilt / "manifest.json").write_text((train_build / "manifest.json").read_text() + "\n")
+    manifest = json.loads((train_build / "manifest.json").read_text())
+    manifest["build"] = "rebuilt"
+    manifest["content_sha256"] = content_sha256(manifest)
+    (rebuilt / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="is not the manifest this run started on"):
         run(config(rebuilt, out, 4))
     run(config(train_build, out, 4, eval_every=2))  # more steps, another evaluation schedule: fine
