@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from fas_train.train import run
 from pipeline.atomic import TempFile, write_csv, write_json, write_text
 
-from conftest import PROTOCOL
+from test_train import config
 
 
 def modes(folder) -> dict:
@@ -50,11 +49,11 @@ def test_a_build_made_under_umask_022_is_readable_by_others(train_build):
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_a_run_folder_follows_the_umask(train_build, tmp_path, umask, mode):
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "fas_train", "train", "--method", "rfm", "--build", str(train_build),
-                           "--protocol", PROTOCOL, "--out", str(out), "--steps", "2", "--eval-every", "1",
-                           "--per-class", "2", "--network", "small", "--input-size", "32", "--device", "cpu",
-                           "--quiet"], capture_output=True, text=True, timeout=300, umask=umask)
-    assert done.returncode == 0, done.stderr[-2000:]
+    old = os.umask(umask)
+    try:
+        run(config(train_build, out, 2, eval_every=1))
+    finally:
+        os.umask(old)
     found = modes(out)
     assert {"checkpoint.pt", "best.pt", "run.json", "report.json", "scores.csv", "roc.png", "metrics.jsonl",
             "metrics.csv"} <= set(found)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pandas as pd
 
+from fas_train.cli import main
 from pipeline.hashing import content_sha256
 
 from conftest import PROTOCOL
@@ -27,18 +26,20 @@ def site_copy(train_build, site):
     return path.parent
 
 
-def fas_train(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "fas_train", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+def test_a_moved_run_and_build_evaluate_from_another_folder(train_build, tmp_path, monkeypatch, capsys):
+    def fas_train(*args, cwd):
+        """The command line's exit status and what it wrote to stderr, run from ``cwd``."""
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        status = main([str(a) for a in args])
+        return status, capsys.readouterr().err
 
-
-def test_a_moved_run_and_build_evaluate_from_another_folder(train_build, tmp_path):
     site = tmp_path / "site"
     build = site_copy(train_build, site)
-    done = fas_train("train", "--method", "rfm", "--build", "manifests/b", "--protocol", PROTOCOL, "--out", "run",
-                     "--steps", "2", "--eval-every", "2", "--per-class", "2", "--network", "small",
-                     "--input-size", "32", "--device", "cpu", "--quiet", cwd=site)  # relative paths, as users type
-    assert done.returncode == 0, done.stderr[-2000:]
+    status, err = fas_train("train", "--method", "rfm", "--build", "manifests/b", "--protocol", PROTOCOL, "--out",
+                            "run", "--steps", "2", "--eval-every", "2", "--per-class", "2", "--network", "small",
+                            "--input-size", "32", "--device", "cpu", "--quiet", cwd=site)  # relative, as users type
+    assert status == 0, err[-2000:]
     started = json.loads((site / "run/run.json").read_text())
     assert started["config"]["build"] == str(build)
     assert started["build_manifest_content_sha256"] == json.loads((build / "manifest.json").read_text())["content_sha256"]
@@ -48,17 +49,17 @@ def test_a_moved_run_and_build_evaluate_from_another_folder(train_build, tmp_pat
     site.rename(moved)  # the build and the run folder, together, somewhere else; eval from a third folder
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    lost = fas_train("eval", "--run", moved / "run", cwd=elsewhere)
-    assert lost.returncode == 2 and f"{build}: the build run" in lost.stderr and "--build PATH" in lost.stderr
-    found = fas_train("eval", "--run", moved / "run", "--build", moved / "manifests/b", cwd=elsewhere)
-    assert found.returncode == 0, found.stderr[-2000:]
+    status, err = fas_train("eval", "--run", moved / "run", cwd=elsewhere)
+    assert status == 2 and f"{build}: the build run" in err and "--build PATH" in err
+    status, err = fas_train("eval", "--run", moved / "run", "--build", moved / "manifests/b", cwd=elsewhere)
+    assert status == 0, err[-2000:]
     after = json.loads((moved / "run/report.json").read_text())["metrics"]
     assert pd.json_normalize(after).iloc[0].to_dict() == pd.json_normalize(before).iloc[0].to_dict()
 
     record = json.loads((moved / "run/run.json").read_text())  # a relative build path: from the run folder
     record["config"]["build"] = "../manifests/b"
     (moved / "run/run.json").write_text(json.dumps(record))
-    assert fas_train("eval", "--run", moved / "run", cwd=elsewhere).returncode == 0
+    assert fas_train("eval", "--run", moved / "run", cwd=elsewhere)[0] == 0
 
     other = tmp_path / "other"  # a different build (its manifest content differs) is refused, naming both
     shutil.copytree(moved / "manifests/b", other)
@@ -66,7 +67,6 @@ def test_a_moved_run_and_build_evaluate_from_another_folder(train_build, tmp_pat
     manifest["build"] = "another"
     manifest["content_sha256"] = content_sha256(manifest)
     (other / "manifest.json").write_text(json.dumps(manifest))
-    refused = fas_train("eval", "--run", moved / "run", "--build", other, cwd=elsewhere)
-    assert refused.returncode == 2 and "is not the manifest this run started on" in refused.stderr
-    assert manifest["content_sha256"][:12] in refused.stderr
-    assert started["build_manifest_content_sha256"][:12] in refused.stderr
+    status, err = fas_train("eval", "--run", moved / "run", "--build", other, cwd=elsewhere)
+    assert status == 2 and "is not the manifest this run started on" in err
+    assert manifest["content_sha256"][:12] in err and started["build_manifest_content_sha256"][:12] in err

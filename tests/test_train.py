@@ -139,9 +139,10 @@ def test_a_checkpoint_of_the_first_format_resumes_the_same(train_build, tmp_path
     assert all(resumed[s]["total"] == pytest.approx(straight[s]["total"], rel=1e-6) for s in range(1, 6))
 
 
-def test_refused_commands_leave_no_run_folder(train_build, tmp_path):
-    base = [sys.executable, "-m", "fas_train", "train", "--method", "ccdd", "--build", str(train_build),
-            "--protocol", PROTOCOL, "--steps", "1", "--network", "small", "--device", "cpu"]
+def test_refused_commands_leave_no_run_folder(train_build, tmp_path, monkeypatch, capsys):
+    from fas_train.cli import main
+    base = ["train", "--method", "ccdd", "--build", str(train_build), "--protocol", PROTOCOL, "--steps", "1",
+            "--network", "small", "--device", "cpu"]
     cases = {"zero": (["--per-class", "0"], "--per-class 0: must be at least 1"),
              "option": (["--option", "no_such=1"], "option 'no_such=1'"),
              "weights": ([], "ImageNet weights for resnet18 not found"),
@@ -149,12 +150,17 @@ def test_refused_commands_leave_no_run_folder(train_build, tmp_path):
              "batch": (["--option", "pretrained=none", "--per-class", "100000"],
                        "--per-class 100000: more samples per (domain, class) than the smallest group"),
              "size": (["--input-size", "1"], "--input-size 1: the networks need at least 32 pixels")}
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.setenv("FAS_WEIGHTS_DIR", "")
     for name, (extra, message) in cases.items():
-        done = subprocess.run(base + ["--out", str(tmp_path / name)] + extra, capture_output=True, text=True,
-                              env={**os.environ, "TORCH_HOME": str(tmp_path / "hub"),
-                                   "FAS_WEIGHTS_DIR": ""}, timeout=300)
-        assert done.returncode == 2 and message in done.stderr, (name, done.stderr[-500:])
+        status = main(base + ["--out", str(tmp_path / name)] + extra)
+        err = capsys.readouterr().err
+        assert status == 2 and message in err, (name, err[-500:])
         assert not (tmp_path / name).exists(), name
+    done = subprocess.run([sys.executable, "-m", "fas_train", *base, "--out", str(tmp_path / "cli"), "--per-class",
+                           "0"], capture_output=True, text=True, timeout=300)  # the same from the command line
+    assert done.returncode == 2 and "--per-class 0: must be at least 1" in done.stderr
+    assert not (tmp_path / "cli").exists()
 
 
 def test_bf16_and_channels_last_run_on_the_cpu_with_float32_scores(train_build, tmp_path):
