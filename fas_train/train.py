@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -42,7 +43,7 @@ from torch.utils.data import BatchSampler, SequentialSampler
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.audit import find_manifest, verify_for_training
-from pipeline.hashing import content_sha256, sha256_file
+from pipeline.hashing import content_sha256
 from pipeline.provenance import code_version, package_versions
 from pipeline.weights import load_weights
 
@@ -402,9 +403,9 @@ def saved_run(out: Path) -> tuple[dict, RunConfig]:
 def manifest_hashes(build: str) -> dict:
     """The sha256 of a build's manifest file and of its content (the canonical JSON, which a copy or a move of
     the build keeps)."""
-    path = find_manifest(build)
-    return {"build_manifest_sha256": sha256_file(path),
-            "build_manifest_content_sha256": content_sha256(json.loads(path.read_text()))}
+    data = find_manifest(build).read_bytes()  # read once for both
+    return {"build_manifest_sha256": hashlib.sha256(data).hexdigest(),
+            "build_manifest_content_sha256": content_sha256(json.loads(data))}
 
 
 def other_build(started: dict, build: str, hashes: dict) -> list[str]:

@@ -81,14 +81,21 @@ def config_problems(manifest_path: Path, manifest: dict) -> list[str]:
     return []
 
 
-def shape_problems(path: Path, shard, manifest_path: Path, manifest: dict) -> list[str]:
-    """A shard's array shapes against the sizes in the manifest's config (none when the config is unreadable:
-    :func:`config_problems` says so)."""
+def config_sizes(manifest_path: Path, manifest: dict) -> tuple[int, int] | None:
+    """(face size, depth size) of the manifest's config, or None when the config is unreadable
+    (:func:`config_problems` says so)."""
     try:
         config = config_from_dict(manifest.get("config"), str(manifest_path))
     except ValueError:
+        return None
+    return config.face.size, config.depth.size
+
+
+def shape_problems(path: Path, shard, sizes: tuple[int, int] | None) -> list[str]:
+    """A shard's array shapes against those its build's config makes (``sizes``: :func:`config_sizes`)."""
+    if sizes is None:
         return []
-    image, depth = config.face.size, config.depth.size
+    image, depth = sizes
     expected = sample_shapes(image, depth)
     return [f"{path}: {name} holds samples of shape {shard[name].shape[1:]}, the config ({image} px faces, "
             f"{depth} px depth) makes {expected[name]}"
@@ -101,6 +108,7 @@ def audit(build: str | Path, shard_dir: str | Path | None = None) -> list[str]:
     manifest = json.loads(manifest_path.read_text())
     folder = Path(shard_dir) if shard_dir else shard_location(manifest_path, manifest)
     problems = manifest_problems(manifest_path, manifest)
+    sizes = config_sizes(manifest_path, manifest)  # read once, checked against every shard
     for entry in manifest["shards"]:
         path = folder / entry["file"]
         if not path.is_file():
@@ -119,7 +127,7 @@ def audit(build: str | Path, shard_dir: str | Path | None = None) -> list[str]:
                 missing = [name for name in manifest.get("shard_datasets", ()) if name not in f]
                 if missing:
                     problems.append(f"{path}: datasets {missing} listed in the manifest are missing")
-                problems += shape_problems(path, f, manifest_path, manifest)
+                problems += shape_problems(path, f, sizes)
                 f["rgb"][n - 1]  # the last chunk must be readable
         except (ShardError, OSError, KeyError) as err:
             problems.append(f"{path}: unreadable: {err}")

@@ -1,7 +1,7 @@
 """``python -m pipeline build``: run the Luigi graph with the local scheduler and summarise the build.
 
 SIGTERM (a cluster's job ending) and SIGINT (Ctrl-C) stop a build cleanly: the dask cluster is closed (its
-workers do not outlive the build; :mod:`pipeline.orphans` covers ``kill -9``), the finished work is counted,
+workers do not outlive the build; after ``kill -9`` dask's own parent pipe ends them), the finished work is counted,
 and the status is 128 + the signal's number, as a shell reports a process ended by it. Every output is written
 atomically, so a re-run resumes from what was finished.
 """
@@ -74,8 +74,8 @@ def _stop(number, frame):
 
 def finished_work(cfg) -> str:
     """What an interrupted build had finished: per-video results and committed shards."""
-    results = sum(1 for _ in (cfg.build_dir / "videos").rglob("*.npz")) if (cfg.build_dir / "videos").is_dir() else 0
-    shards = len(list((cfg.build_dir / "shards").glob("shard-*.h5")))
+    results = sum(1 for _ in (cfg.build_dir / "videos").rglob("*.npz"))  # none while the folder is missing
+    shards = sum(1 for _ in (cfg.build_dir / "shards").glob("shard-*.h5"))
     return f"{results} video(s) extracted, {shards} shard(s) written"
 
 
