@@ -1,12 +1,15 @@
-"""Command line of the trainer: ``python -m fas_train train|eval|collect|sweep`` or ``fas-train``."""
+"""Command line of the trainer: ``fas-train train|eval|collect|sweep|export|predict|metrics`` (or ``python -m
+fas_train ...``)."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 from .methods import METHODS
+from .metrics import FUSIONS
 from .preemption import PREEMPTED_EXIT, Preempted
 from .train import RunConfig, TrainingStopped
 
@@ -23,8 +26,47 @@ def _cmd_train(args) -> int:
 
 def _cmd_eval(args) -> int:
     from .train import evaluate_run
-    result = evaluate_run(Path(args.run), verify=not args.no_verify, build=args.build)
+    result = evaluate_run(Path(args.run), verify=not args.no_verify, build=args.build, fusion=args.fusion,
+                          fta_rejected=args.fta_rejected)
     _print(result, Path(args.run))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export_run
+    spec = export_run(Path(args.run), Path(args.out), build=args.build)
+    files = ", ".join(spec["files"])
+    print(f"exported {spec['method']} ({spec['provenance']['protocol']}, step {spec['provenance']['best_step']}) "
+          f"to {args.out}: {files}, model.json")
+    print(f"  thresholds (source validation): " + ", ".join(f"{k} {v:.4f}" for k, v in spec["thresholds"].items()))
+    print(f"  score new footage with: fas-train predict --model {args.out} VIDEO_OR_IMAGE...")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .predict import predict
+    from .scorers import model_scorer, run_scorer
+    if (args.run is None) == (args.model is None):
+        raise ValueError("give one of --run RUN or --model MODEL_DIR")
+    scorer = (run_scorer(Path(args.run), build=args.build, device=args.device) if args.run
+              else model_scorer(Path(args.model), device=args.device))
+    summary = predict(scorer, args.inputs, Path(args.out), sizing=args.sizing, batch_size=args.batch_size,
+                      quiet=args.quiet)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print(f"{summary['inputs']} input(s): {summary['live']} live, {summary['spoof']} spoof, "
+              f"{summary['failure_to_acquire']} failure to acquire, {summary['unreadable']} unreadable; "
+              f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['frames_per_second']} frames/s)")
+        print(f"  per input: {args.out}/<name>.csv and .json; all: {args.out}/predictions.csv")
+    return 1 if summary["unreadable"] else 0
+
+
+def _cmd_metrics(args) -> int:
+    from .score_files import format_metrics, score_file_metrics
+    result = score_file_metrics(Path(args.scores), dev=Path(args.dev) if args.dev else None,
+                                criterion=args.threshold_from, fusion=args.fusion, plots=args.plots)
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else format_metrics(result))
     return 0
 
 
@@ -46,21 +88,36 @@ def _cmd_sweep(args) -> int:
 
 
 def _print(result: dict, out: Path) -> None:
+    from .metrics import operating_summary
     video, frame = result["metrics"]["video"], result["metrics"]["frame"]
     print(f"{result['method']} on {result['protocol']} ({result['variant']} splits); selection: {result['selection']}")
-    print(f"  video level: AUC {video['auc']:.4f}  HTER@target-EER-threshold {video['hter_at_target_eer_threshold']:.4f}  "
+    print(f"  video level ({result.get('fusion', 'mean')} of frames): AUC {video['auc']:.4f}  "
+          f"HTER@target-EER-threshold {video['hter_at_target_eer_threshold']:.4f}  "
           f"HTER@source-threshold {video['hter_at_source_threshold']:.4f}  ACER {video['acer']:.4f}")
-    print(f"  frame level: AUC {frame['auc']:.4f}  EER {frame['eer']:.4f}")
+    print(f"    {operating_summary(video)}")
+    print(f"  frame level: AUC {frame['auc']:.4f}  EER {frame['eer']:.4f}  "
+          f"HTER@source-threshold {frame['hter_at_source_threshold']:.4f}")
+    print(f"    {operating_summary(frame)}")
     for part, source in result.get("provenance", {}).items():  # where pretrained parts came from
         print(f"  {part.replace('_', ' ')}: {source}")
     if "video_branch" in result["metrics"]:
         branch = result["metrics"]["video_branch"]
         print(f"  video branch: AUC {branch['auc']:.4f}  HTER@source-threshold {branch['hter_at_source_threshold']:.4f}")
-    print(f"  report: {out / 'report.json'}  scores: {out / 'scores.csv'}  ROC: {out / 'roc.png'}")
+    print(f"  report: {out / 'report.json'}  scores: {out / 'scores.csv'}  plots: {out}/roc.png, det.png, "
+          f"histogram.png")
+
+
+def _scoring_options(parser, default="mean") -> None:
+    parser.add_argument("--fusion", choices=list(FUSIONS), default=default,
+                        help="how a video's frame scores make its score (default: mean"
+                             + ("" if default else ", or the run's") + ")")
+    parser.add_argument("--fta-rejected", dest="fta_rejected", action="store_true", default=None if default is None
+                        else False, help="count target presentations without a usable face (the build's rejects) "
+                                         "as rejected, per ISO/IEC 30107-3 (default: counted apart)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fas_train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fas-train", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a method on a protocol (resumes from --out); data-parallel "
                                 "when started by torchrun")
@@ -100,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: bf16 autocast on CUDA, fp32 elsewhere (scores are float32 either way)")
     train.add_argument("--channels-last", dest="channels_last", choices=["auto", "on", "off"], default="auto",
                        help="channels-last memory layout (auto: on CUDA)")
+    _scoring_options(train)
     train.set_defaults(handler=_cmd_train)
     evaluate = commands.add_parser("eval", help="evaluate a run's best checkpoint on its protocol's target")
     evaluate.add_argument("--run", required=True, help="run folder written by train")
@@ -107,7 +165,42 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--build", default=None, metavar="PATH",
                           help="where the run's build is now (a moved or copied build's manifest folder; accepted "
                                "when its manifest content is the run's); default: the build run.json names")
+    _scoring_options(evaluate, default=None)
     evaluate.set_defaults(handler=_cmd_eval)
+    exporting = commands.add_parser("export", help="write a finished run's model as a self-contained folder "
+                                    "(ATen graphs, preprocessing, thresholds, provenance; loads without unpickling)")
+    exporting.add_argument("--run", required=True, help="run folder written by train")
+    exporting.add_argument("--out", required=True, metavar="MODEL_DIR", help="the model folder to write (new)")
+    exporting.add_argument("--build", default=None, metavar="PATH", help="where the run's build is now")
+    exporting.set_defaults(handler=_cmd_export)
+    predicting = commands.add_parser("predict", help="score videos, images and folders of them with a run or an "
+                                     "exported model; CSV and JSON per input")
+    predicting.add_argument("inputs", nargs="+", metavar="INPUT", help="videos, images, or folders of them")
+    predicting.add_argument("--run", default=None, help="a finished run folder (needs its build)")
+    predicting.add_argument("--model", default=None, metavar="MODEL_DIR", help="a folder written by export")
+    predicting.add_argument("--build", default=None, metavar="PATH", help="with --run: where its build is now")
+    predicting.add_argument("--out", default="predictions", help="folder for the outputs (default: predictions)")
+    predicting.add_argument("--sizing", default=None, metavar="DATASET",
+                            help="detect faces with that dataset's sizing from the build (default: the build's "
+                                 "face settings)")
+    predicting.add_argument("--batch-size", dest="batch_size", type=int, default=64,
+                            help="faces per network call (default 64)")
+    predicting.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    predicting.add_argument("--quiet", action="store_true", help="no progress bar")
+    predicting.add_argument("--json", action="store_true", help="print the summary as JSON")
+    predicting.set_defaults(handler=_cmd_predict)
+    scoring = commands.add_parser("metrics", help="every metric of a score file (ours, or bob.pad's CSV), the "
+                                  "threshold fixed on a development file")
+    scoring.add_argument("scores", metavar="SCORES.csv", help="the scores to evaluate (see README: columns)")
+    scoring.add_argument("--dev", default=None, metavar="DEV.csv", help="development scores that fix the threshold")
+    scoring.add_argument("--threshold-from", dest="threshold_from", default="eer",
+                         help="how the threshold is fixed on --dev (else on the scores themselves): eer (default), "
+                              "min-hter, apcer=RATE or bpcer=RATE, e.g. apcer=0.05")
+    scoring.add_argument("--fusion", choices=list(FUSIONS), default="mean",
+                         help="frame-to-video fusion where the file has video_id (default mean)")
+    scoring.add_argument("--plots", default=None, metavar="DIR", help="also write ROC, DET and histograms there")
+    scoring.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    scoring.set_defaults(handler=_cmd_metrics)
     gather = commands.add_parser("collect", help="mean ± std over seeds of finished runs")
     gather.add_argument("runs", nargs="+", help="run folders")
     gather.add_argument("--level", choices=["video", "frame"], default="video")
@@ -136,6 +229,6 @@ def main(argv=None) -> int:
         if err.lead:
             print(f"preempted: {err}", file=sys.stderr)
         return PREEMPTED_EXIT
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

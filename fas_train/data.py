@@ -174,6 +174,15 @@ class ShardDataset(Dataset):
         self._reset()
 
 
+def stack_inputs(arrays: dict, channels, size: int) -> torch.Tensor:
+    """The uint8 input (N x 3K x size x size) of K channel sets given as arrays (as a build's per-video result
+    holds them: rgb, hsv, lbp N x 3 x S x S; depth_estimate N x 1 x D x D), stacked as :class:`ShardDataset`
+    serves them: faces scored outside a build (``fas-train predict``) get the bytes a shard would hold."""
+    parts = [_resized(np.ascontiguousarray(arrays[c]), size) if c in MAPS else torch.from_numpy(arrays[c])
+             for c in channels]
+    return torch.cat(parts, 1).contiguous()
+
+
 def _resized(maps: np.ndarray, size: int) -> torch.Tensor:
     """B x 1 x D x D uint8 maps as B x 3 x size x size uint8 (bilinear, the one channel repeated)."""
     resized = torch.nn.functional.interpolate(torch.from_numpy(maps), size=(size, size), mode="bilinear",

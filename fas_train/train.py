@@ -49,7 +49,7 @@ from pipeline.weights import load_weights
 
 from .data import ClipDataset, ClipSampler, ShardDataset, load_build, make_loader, prefetch, to_device
 from .methods import METHODS, NonFiniteLoss
-from .metrics import auc, eer, level_metrics, report, video_level
+from .metrics import FUSIONS, Acquisition, auc, eer, level_metrics, report, species, video_level
 from .protocols import DOMAIN_COLUMNS, load_protocol, with_domains
 from .preemption import Preempted, StopRequests
 from .pseudo_domains import agreement
@@ -83,6 +83,8 @@ class RunConfig:
     domains: str | None = None  # the sample column whose values are the domains; None: the protocol's
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32"
     channels_last: str = "auto"  # "auto" (on CUDA), "on" or "off"
+    fusion: str = "mean"  # how a video's frame scores make its score: mean, median, max or min
+    fta_rejected: bool = False  # count target presentations without a usable face as rejected (ISO/IEC 30107-3)
 
     def __post_init__(self):
         for name in ("steps", "eval_every", "checkpoint_every", "per_class", "input_size"):
@@ -96,6 +98,8 @@ class RunConfig:
             raise ValueError(f"precision {self.precision!r}: use auto, bf16 or fp32")
         if self.channels_last not in ("auto", "on", "off"):
             raise ValueError(f"channels_last {self.channels_last!r}: use auto, on or off")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"--fusion {self.fusion!r}: use one of {list(FUSIONS)}")
 
 
 CHECKPOINT_FORMAT = 3  # 3: loop state as JSON text, readable with weights_only
@@ -421,6 +425,13 @@ def other_build(started: dict, build: str, hashes: dict) -> list[str]:
     return []
 
 
+def check_same_build(out: Path, started: dict, build: str) -> None:
+    """Refuse a build whose manifest is not the one the run (its run.json, ``started``) was trained on."""
+    changed = other_build(started, build, manifest_hashes(build))
+    if changed:
+        raise ValueError(f"{out}: {changed[0]}; the run would be read against other data (rebuilt cache?)")
+
+
 def resolve_build(out: Path, recorded: str) -> str:
     """The build a run folder names: an absolute path as it is; a relative one against the run folder (where
     a run and its build were moved together), else against the working folder (runs recorded before paths
@@ -498,21 +509,22 @@ def selection_scores(method, cfg, device, val_set, val_rows, target_set, target_
     return frame_table(val_rows, score(method, val_set, cfg, device))
 
 
-def thresholds(frames: pd.DataFrame) -> dict:
+def thresholds(frames: pd.DataFrame, fusion: str = "mean") -> dict:
     """EER, AUC and EER threshold of frame scores, and the EER and threshold of their video-level scores
-    (mean per video): each level's deployable threshold comes from that level's validation scores."""
+    (frame scores fused by ``fusion``): each level's deployable threshold comes from that level's validation
+    scores."""
     labels = frames["label"].to_numpy()
     rate, threshold = eer(frames["score"].to_numpy(), labels)
-    videos = video_level(frames)
+    videos = video_level(frames, fusion)
     video_rate, video_threshold = eer(videos["score"].to_numpy(), videos["label"].to_numpy())
     return {"eer": rate, "auc": auc(frames["score"].to_numpy(), labels), "threshold": threshold,
-            "video_eer": video_rate, "video_threshold": video_threshold}
+            "video_eer": video_rate, "video_threshold": video_threshold, "fusion": fusion}
 
 
 def evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_set, target_rows, out):
     frames = selection_scores(method, cfg, device, val_set, val_rows, target_set, target_rows)
     entry = {"step": state["step"], "kind": "select_on_target" if cfg.select_on_target else "validation",
-             **thresholds(frames)}
+             **thresholds(frames, cfg.fusion)}
     log(out, entry)
     best = state["best"]
     if best is None or (entry["eer"], -entry["auc"]) < (best["eer"], -best["auc"]):
@@ -524,30 +536,65 @@ def evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_se
 def final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set, val_rows) -> dict:
     method.load_state_dict(load_weights(out / "best.pt", map_location=device))
     best = state["best"]
-    if "video_threshold" not in best:  # checkpoints written before video-level thresholds were kept
+    if best.get("fusion", "mean") != cfg.fusion or "video_threshold" not in best:  # another fusion asked for
+        #                                  at evaluation, or a checkpoint from before video-level thresholds
         best = {**best, **thresholds(selection_scores(method, cfg, device, val_set, val_rows, target_set,
-                                                      target_rows))}
+                                                      target_rows), cfg.fusion)}
     frames = frame_table(target_rows, score(method, target_set, cfg, device))
     with atomic_path(out / "scores.csv") as tmp:
         frames.to_csv(tmp, index=False)
-    metrics = report(frames, source_threshold=best["threshold"], video_source_threshold=best["video_threshold"])
+    failures = acquisition_failures(cfg.build, protocol, target_rows, cfg.fta_rejected)
+    metrics = report(frames, source_threshold=best["threshold"], video_source_threshold=best["video_threshold"],
+                     fusion=cfg.fusion, failures=failures)
+    branch_threshold = None
     if method.clip_length:  # the video branch scores whole videos; its threshold comes from source videos
         val_videos = video_scores(method, val_set, cfg, device)
         videos = video_scores(method, target_set, cfg, device)
         with atomic_path(out / "video_scores.csv") as tmp:
             videos.to_csv(tmp, index=False)
         branch_threshold = eer(val_videos["score"].to_numpy(), val_videos["label"].to_numpy())[1]
-        metrics["video_branch"] = level_metrics(videos, branch_threshold)
+        metrics["video_branch"] = level_metrics(videos, branch_threshold, failures["video"])
     result = {"protocol": protocol.name, "protocol_group": protocol.group, "variant": protocol.variant,
               "method": cfg.method, "selection": selection_name(cfg, protocol), "steps": int(state["step"]),
               "best_step": best["step"],
               "selection_scores": {k: best[k] for k in ("eer", "auc", "video_eer")},  # at the kept checkpoint
               "deployable_threshold": best["threshold"], "deployable_video_threshold": best["video_threshold"],
+              **({"deployable_video_branch_threshold": branch_threshold} if branch_threshold is not None else {}),
+              "fusion": cfg.fusion, "fta_rejected": cfg.fta_rejected,
               "provenance": method.provenance, "precision": "bf16" if use_bf16(cfg, device) else "fp32",
               "metrics": metrics}
     write_json(out / "report.json", result)
-    plot_roc(frames, out / "roc.png", f"{cfg.method} {protocol.name} ({protocol.variant})")
+    from .plots import plot_scores
+    plot_scores(frames, out, f"{cfg.method} {protocol.name} ({protocol.variant})", cfg.fusion,
+                {"frame": best["threshold"], "video": best["video_threshold"]})
     return result
+
+
+def acquisition_failures(build: str, protocol, target_rows: pd.DataFrame, as_rejected: bool) -> dict:
+    """The target's presentations without a usable face, at frame level (frames the build rejected, of
+    videos the protocol tests on) and video level (those videos with no sample left), from the build's
+    rejects.csv and sources.csv: {"frame": Acquisition, "video": Acquisition}."""
+    folder = Path(build)
+    paths = (folder / "sources.csv", folder / "rejects.csv")
+    if not all(p.is_file() for p in paths):  # builds older than their manifest folder's tables
+        return {"frame": Acquisition(as_rejected=as_rejected), "video": Acquisition(as_rejected=as_rejected)}
+    sources = pd.read_csv(paths[0], dtype=str, keep_default_na=False)
+    rejects = pd.read_csv(paths[1], dtype=str, keep_default_na=False)
+    tested = protocol.target_samples(sources) if hasattr(protocol, "target_samples") else protocol.parts(sources)[2]
+    tested = tested.set_index("video_id")
+    rejected = rejects[(rejects["action"] == "rejected") & rejects["video_id"].isin(tested.index)]
+    frame_rows = tested.loc[rejected.loc[rejected["frame_index"].astype(int) >= 0, "video_id"]]
+    video_rows = tested[~tested.index.isin(target_rows["video_id"])]
+    return {"frame": _acquisition(frame_rows, as_rejected), "video": _acquisition(video_rows, as_rejected)}
+
+
+def _acquisition(rows: pd.DataFrame, as_rejected: bool) -> Acquisition:
+    """Counts of presentations (rows of a source table) by live and attack species."""
+    attacks = rows[rows["label"] != "live"]
+    kinds = species(attacks["attack"], attacks["attack_detail"]) if len(attacks) else []
+    counted = pd.Series(list(zip(kinds, attacks["attack"]))).value_counts() if len(attacks) else {}
+    return Acquisition(int((rows["label"] == "live").sum()),
+                       tuple(sorted((str(k), str(f), int(n)) for (k, f), n in dict(counted).items())), as_rejected)
 
 
 def video_scores(method, dataset: ShardDataset, cfg: RunConfig, device: torch.device) -> pd.DataFrame:
@@ -564,25 +611,6 @@ def video_scores(method, dataset: ShardDataset, cfg: RunConfig, device: torch.de
         rows.append({"video_id": video_id, "label": int(first["label"] == "live"), "attack": first["attack"],
                      "attack_detail": first["attack_detail"], "score": value, "frames": len(frames)})
     return pd.DataFrame(rows)
-
-
-def plot_roc(frames: pd.DataFrame, path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for level, table in (("frame", frames), ("video", video_level(frames))):
-        far, tpr, _ = roc_curve(table["label"], table["score"])
-        ax.plot(far, tpr, label=level)
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set(xlabel="attacks accepted (FAR)", ylabel="live accepted (1 - FRR)", title=title)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
 
 
 def log(out: Path, entry: dict) -> None:
@@ -671,19 +699,21 @@ def load_checkpoint(path: Path, method, rank: int = 0, per_epoch: int | None = N
     return data["state"]
 
 
-def evaluate_run(out: Path, verify: bool = True, build: str | Path | None = None) -> dict:
+def evaluate_run(out: Path, verify: bool = True, build: str | Path | None = None, fusion: str | None = None,
+                 fta_rejected: bool | None = None) -> dict:
     """Evaluate a finished (or interrupted) run's best checkpoint on its protocol's target (after checking the
     build against its manifest, unless ``verify`` is false). ``build``: where the run's build is now (a moved
-    or copied build, accepted when its manifest content is the one the run was trained on)."""
+    or copied build, accepted when its manifest content is the one the run was trained on). ``fusion`` and
+    ``fta_rejected``: other settings than the run's for the frame-to-video fusion (the video threshold is then
+    fixed again on the validation scores) and the failures to acquire."""
     meta_path = out / "run.json"
     if not meta_path.is_file() or not (out / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{out}: not a run folder (run.json and checkpoint.pt are needed)")
     started, cfg = saved_run(out)
     build = resolve_build(out, cfg.build) if build is None else str(Path(build).resolve())
-    cfg = replace(cfg, build=build, verify=verify)
-    changed = other_build(started, cfg.build, manifest_hashes(cfg.build))
-    if changed:
-        raise ValueError(f"{out}: {changed[0]}; the target would be scored on other data (rebuilt cache?)")
+    cfg = replace(cfg, build=build, verify=verify, fusion=cfg.fusion if fusion is None else fusion,
+                  fta_rejected=cfg.fta_rejected if fta_rejected is None else fta_rejected)
+    check_same_build(out, started, cfg.build)
     check_build(cfg)
     device = resolve_device(cfg.device)
     _, protocol, _, parts = run_data(cfg)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .channels import channels
-from .config import BuildConfig
+from .config import BuildConfig, FaceConfig
 from .depth import FanLandmarks, generic_depth, landmark_depth, to_uint8
 from .face_mesh import FaceMeshLandmarks
 from .faces import FaceDetector, crop_face, crop_matrix, find_upright, transform_points
@@ -176,17 +176,7 @@ def _extract(clip: DecodedClip, detections: list, detector: FaceDetector, landma
     kept = {k: [] for k in ("rgb", "hsv", "lbp", "depth", "frame_index", "box", "landmarks", "score", "depth_source")}
     if store_estimate:
         kept["depth_estimate"] = []
-    rejects, faces = [], []  # faces: (frame, index, detection, crop matrix)
-    for frame, index, det in zip(frames, decoded.indices, detections):
-        if det is None:
-            rejects.append((index, "no face detected"))
-        elif det.score < config.face.min_score:
-            rejects.append((index, f"face score {det.score:.3f} below min_score {config.face.min_score}"))
-        else:
-            try:
-                faces.append((frame, index, det, crop_matrix(det, config.face)))
-            except ValueError as err:
-                rejects.append((index, str(err)))
+    faces, rejects = usable_faces(frames, decoded.indices, detections, config.face)
     live = job.label == "live"
     crops = [crop_face(frame, matrix, size, config.face.template) for frame, _, _, matrix in faces]
     estimates = (_depth_estimates(faces, crops, backend, landmarks, config) if live or store_estimate
@@ -215,6 +205,24 @@ def _extract(clip: DecodedClip, detections: list, detector: FaceDetector, landma
         arrays["depth_source"] = np.array(kept["depth_source"], dtype=str)  # sized to the longest reason
     _save(out, arrays, rejects, meta)
     return summarize(out, job)
+
+
+def usable_faces(frames: list, indices: list, detections: list, face: FaceConfig) -> tuple[list, list]:
+    """The frames whose face the build keeps, as [(frame, index, detection, crop matrix)], and the others as
+    [(index, reason)]: no face detected, a face score below ``face.min_score``, or a face that cannot be
+    cropped. The build and ``fas-train predict`` both decide with this."""
+    faces, rejects = [], []
+    for frame, index, det in zip(frames, indices, detections):
+        if det is None:
+            rejects.append((index, "no face detected"))
+        elif det.score < face.min_score:
+            rejects.append((index, f"face score {det.score:.3f} below min_score {face.min_score}"))
+        else:
+            try:
+                faces.append((frame, index, det, crop_matrix(det, face)))
+            except ValueError as err:
+                rejects.append((index, str(err)))
+    return faces, rejects
 
 
 def _depth_estimates(faces: list, crops: list, backend: str, landmarks, config: BuildConfig) -> list:

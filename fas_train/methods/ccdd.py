@@ -170,3 +170,19 @@ class CCDDVideo(CCDD):
     def predict_video(self, frames: torch.Tensor) -> torch.Tensor:
         self.eval()
         return torch.sigmoid(full_precision(self.sequence(frames)[0]))
+
+    def frame_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's features of (N, C, H, W) frames, which the LSTM reads in order (exported models)."""
+        self.eval()
+        return self.encoder(images)
+
+    def video_state_shape(self) -> tuple:
+        """The LSTM's hidden and cell state shape for one sequence."""
+        return (1, 1, self.video.out_features)
+
+    def video_step(self, features: torch.Tensor, hidden: torch.Tensor, cell: torch.Tensor):
+        """One LSTM step of one sequence: (live probability of the frames so far, hidden, cell); stepping
+        through a video's frames gives :meth:`predict_video`'s probability."""
+        self.eval()
+        _, (hidden, cell) = self.video.lstm(full_precision(features), (hidden, cell))
+        return torch.sigmoid(full_precision(self.video.classifier(hidden[-1]).squeeze(1))), hidden, cell
