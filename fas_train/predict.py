@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,11 +142,26 @@ def _depth_only(prep: Preprocessing):
 
 
 def output_names(inputs: list[Path]) -> list[str]:
-    """A distinct file stem per input: its path's components joined by ``__`` (absolute paths from the root)."""
+    """A distinct file stem per input: its name without suffix, with as many parent folders before it (joined
+    by ``__``) as it takes to tell it from the other inputs; the same file given twice gets ``.1``, ``.2``."""
+    parts = [[p for p in path.with_suffix("").parts if p not in ("/", "..", ".")] or ["input"] for path in inputs]
+
+    def suffix(k: int, i: int) -> str:
+        return "__".join(parts[i][-k:])
+
+    counts: dict = {}  # k -> how many inputs share each k-component suffix
+
+    def shared(k: int, i: int) -> bool:
+        if k not in counts:
+            counts[k] = Counter(suffix(k, j) for j in range(len(parts)))
+        return counts[k][suffix(k, i)] > 1
+
     names, seen = [], {}
-    for path in inputs:
-        parts = [p for p in path.with_suffix("").parts if p not in ("/", "..", ".")]
-        stem = "__".join(parts[-3:]) or "input"
+    for i in range(len(parts)):
+        k = 1
+        while k < len(parts[i]) and shared(k, i):
+            k += 1
+        stem = suffix(k, i)
         count = seen.get(stem, 0)
         seen[stem] = count + 1
         names.append(stem if count == 0 else f"{stem}.{count}")

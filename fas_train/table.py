@@ -44,8 +44,20 @@ def run_rows(sweep) -> pd.DataFrame:
         rows.append({"run": run.run_id, "label": run.label, "method": run.config.method, "protocol": run.protocol,
                      "column": column, "variant": report["variant"], "seed": run.seed, "steps": report.get("steps"),
                      "selection": "ORACLE" if report["selection"].startswith("ORACLE") else "honest",
-                     **{name: metrics.get(key, np.nan) for name, key in METRICS.items()}})
+                     **{name: metrics.get(key, np.nan) for name, key in METRICS.items()},
+                     **operating_columns(metrics)})
     return pd.DataFrame(rows)
+
+
+def operating_columns(metrics: dict) -> dict:
+    """The ISO/IEC 30107-3 operating points of one level's metrics as table.csv's optional columns
+    (``bpcer@apcer5%``, ``apcer@bpcer10%``, ``tpr@fpr1%``; empty for reports written before they existed)."""
+    out = {}
+    for key, value_name, column in (("bpcer_at_apcer", "bpcer", "bpcer@apcer"),
+                                    ("apcer_at_bpcer", "apcer", "apcer@bpcer"), ("tpr_at_fpr", "tpr", "tpr@fpr")):
+        for rate, entry in metrics.get(key, {}).items():
+            out[f"{column}{rate}"] = np.nan if entry[value_name] is None else entry[value_name]
+    return out
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:

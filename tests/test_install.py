@@ -9,6 +9,7 @@ import sys
 import venv
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,20 @@ def test_a_wheel_in_a_fresh_environment_trains_evaluates_and_sweeps(train_build,
         "--out", "run", *settings)
     assert "report:" in run("fas-train", "eval", "--run", "run")
     assert json.loads((elsewhere / "run/report.json").read_text())["protocol"] == "O&C&I->M"
+    # the exported model scores new footage with nothing but the wheel: no run folder, build or checkout
+    run("fas-train", "export", "--run", "run", "--out", str(tmp_path / "model"))
+    shutil.move(elsewhere / "run", tmp_path / "run-away")
+    manifest = json.loads((train_build / "manifest.json").read_text())
+    sources = pd.read_csv(train_build / "sources.csv", dtype=str, keep_default_na=False)
+    msu = sources[sources["dataset"] == "msu"]
+    videos = {str(Path(manifest["config"]["datasets"]["msu"]) / r): v for r, v in zip(msu["relpath"], msu["video_id"])}
+    run("fas-train", "predict", "--model", str(tmp_path / "model"), "--out", "predicted", "--quiet", "--device", "cpu",
+        *videos)
+    frames = pd.concat(pd.read_csv(f) for f in (elsewhere / "predicted").glob("*.csv") if f.name != "predictions.csv")
+    frames["video_id"] = frames["input"].map(videos)
+    expected = pd.read_csv(tmp_path / "run-away/scores.csv", dtype={"video_id": str})
+    both = expected.merge(frames, on=["video_id", "frame_index"])
+    assert len(both) == len(expected) and (both["score_x"] - both["score_y"]).abs().max() < 1e-5
     (elsewhere / "s.yaml").write_text(yaml.safe_dump({
         "name": "s", "build": str(train_build), "out": "sweep", "protocols": ["mico_OMI_to_C"], "methods": ["erm"],
         "settings": {"steps": 4, "eval_every": 2, "per_class": 2, "network": "small", "input_size": 32,

@@ -95,3 +95,90 @@ def test_video_level_threshold_is_the_one_given_for_videos():
     assert out["frame"]["source_threshold"] == 0.5 and out["video"]["source_threshold"] == 0.42
     # videos a 0.7 (live), b 0.43 (spoof), c 0.42 (live): at 0.42 both c and b pass; at 0.5 neither would
     assert out["video"]["bpcer"] == 0.0 and out["video"]["apcer_worst"] == 1.0
+
+
+# 10 live and 20 attacks: APCER moves in steps of 5%, BPCER in steps of 10%, and no operating point below is
+# the EER threshold's
+OP_LIVE = [0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.45, 0.3, 0.2]
+OP_ATTACK = [0.88, 0.6, 0.55, 0.5, 0.42, 0.4, 0.38, 0.36, 0.34, 0.32,
+             0.28, 0.26, 0.24, 0.22, 0.18, 0.16, 0.14, 0.12, 0.1, 0.05]
+OP_SCORES = np.array(OP_LIVE + OP_ATTACK)
+OP_LABELS = np.array([1] * 10 + [0] * 20)
+
+
+def test_operating_points_by_hand():
+    from fas_train.metrics import operating_points
+    points = operating_points(OP_SCORES, OP_LABELS)
+    # APCER <= 1%: no attack accepted, so the threshold sits above 0.88: 0.9 rejects 8 of 10 live
+    assert points["bpcer_at_apcer"]["1%"] == {"bpcer": pytest.approx(0.8), "threshold": 0.9}
+    # APCER <= 5%: one attack (0.88) may pass; the lowest such threshold is the live 0.65: 3 live rejected
+    assert points["bpcer_at_apcer"]["5%"] == {"bpcer": pytest.approx(0.3), "threshold": 0.65}
+    # APCER <= 10%: two attacks may pass (0.88, 0.6): threshold 0.6, the same 3 live rejected
+    assert points["bpcer_at_apcer"]["10%"] == {"bpcer": pytest.approx(0.3), "threshold": 0.6}
+    # BPCER <= 1% and <= 5%: every live accepted, threshold 0.2: 14 of 20 attacks pass
+    assert points["apcer_at_bpcer"]["1%"] == {"apcer": pytest.approx(0.7), "threshold": 0.2}
+    assert points["apcer_at_bpcer"]["5%"] == points["apcer_at_bpcer"]["1%"]
+    # BPCER <= 10%: one live may be rejected: threshold 0.3, 10 attacks pass
+    assert points["apcer_at_bpcer"]["10%"] == {"apcer": pytest.approx(0.5), "threshold": 0.3}
+    assert points["tpr_at_fpr"]["1%"] == {"tpr": pytest.approx(0.2), "threshold": 0.9}
+    assert points["tpr_at_fpr"]["0.1%"] == points["tpr_at_fpr"]["1%"]
+    assert eer(OP_SCORES, OP_LABELS)[1] not in (0.9, 0.65, 0.6, 0.2, 0.3)
+
+
+def test_operating_points_at_the_rates_edges():
+    from fas_train.metrics import operating_points
+    # every attack below every live: BPCER 0 at any APCER, APCER 0 at any BPCER, TPR 1
+    points = operating_points([0.9, 0.8, 0.3, 0.2], [1, 1, 0, 0])
+    assert points["bpcer_at_apcer"]["1%"]["bpcer"] == 0 and points["apcer_at_bpcer"]["1%"]["apcer"] == 0
+    assert points["tpr_at_fpr"]["0.1%"]["tpr"] == 1 and points["bpcer_at_apcer"]["1%"]["threshold"] == 0.8
+    # the top score is an attack: rejecting it rejects everything, the threshold just above it
+    points = operating_points([0.5, 0.4, 0.9, 0.1], [1, 1, 0, 0])
+    assert points["bpcer_at_apcer"]["1%"]["bpcer"] == 1 and points["bpcer_at_apcer"]["1%"]["threshold"] > 0.9
+
+
+def test_failures_to_acquire_counted_as_rejected():
+    from fas_train.metrics import Acquisition, level_metrics, operating_points
+    # 2 live and 5 attack presentations without a face: APCER over 25 attacks, BPCER over 12 live
+    points = operating_points(OP_SCORES, OP_LABELS, fta_live=2, fta_attack=5)
+    assert points["bpcer_at_apcer"]["5%"] == {"bpcer": pytest.approx(5 / 12), "threshold": 0.65}
+    assert points["apcer_at_bpcer"]["10%"]["apcer"] is None  # 2 of 12 live are always rejected: BPCER >= 1/6
+    assert points["apcer_at_bpcer"]["1%"] == {"apcer": None, "threshold": None}
+    table = pd.DataFrame({"label": OP_LABELS, "attack": ["none"] * 10 + ["print"] * 10 + ["replay"] * 10,
+                          "score": OP_SCORES})
+    apart = level_metrics(table, 0.5, Acquisition(2, (("print", "print", 5),), as_rejected=False))
+    counted = level_metrics(table, 0.5, Acquisition(2, (("print", "print", 5),), as_rejected=True))
+    assert apart["bpcer"] == pytest.approx(0.3) and counted["bpcer"] == pytest.approx(5 / 12)
+    assert apart["hter_at_source_threshold"] == pytest.approx((4 / 20 + 0.3) / 2)
+    assert counted["hter_at_source_threshold"] == pytest.approx((4 / 25 + 5 / 12) / 2)
+    # print: 4 of 10 acquired attacks pass at 0.5; counted, 4 of 15; replay has no failures
+    assert apart["apcer"] == {"print": 0.4, "replay": 0.0}
+    assert counted["apcer"] == {"print": pytest.approx(4 / 15), "replay": 0.0}
+    assert counted["failure_to_acquire"] == {"live": 2, "attack": 5, "counted_as_rejected": True}
+    assert counted["auc"] == apart["auc"]  # AUC and EER stay over the acquired samples
+
+
+def test_thresholds_fixed_by_a_named_criterion():
+    from fas_train.metrics import threshold_from
+    assert threshold_from("apcer=0.05", OP_SCORES, OP_LABELS) == 0.65
+    assert threshold_from("bpcer=0.1", OP_SCORES, OP_LABELS) == 0.3
+    assert threshold_from("eer", OP_SCORES, OP_LABELS) == eer(OP_SCORES, OP_LABELS)[1]
+    # the least (APCER + BPCER) / 2 over every threshold, and the lowest threshold that has it
+    best = min((error_rates(OP_SCORES, OP_LABELS, t).hter, -t) for t in np.unique(OP_SCORES))
+    assert threshold_from("min-hter", OP_SCORES, OP_LABELS) == -best[1]
+    assert error_rates(OP_SCORES, OP_LABELS, threshold_from("min-hter", OP_SCORES, OP_LABELS)).hter == best[0]
+    for bad in ("apcer=2", "far=0.1", "eer=1", "apcer=x"):
+        with pytest.raises(ValueError, match="use eer, min-hter"):
+            threshold_from(bad, OP_SCORES, OP_LABELS)
+
+
+def test_video_fusion_choices():
+    frames = pd.DataFrame({"video_id": ["a"] * 3 + ["b"] * 2, "label": [1, 1, 1, 0, 0], "attack": "x",
+                           "score": [0.1, 0.2, 0.9, 0.4, 0.6]})
+    fused = {f: video_level(frames, f).set_index("video_id")["score"].to_dict() for f in ("mean", "median", "max", "min")}
+    assert fused["mean"] == {"a": pytest.approx(0.4), "b": pytest.approx(0.5)}
+    assert fused["median"] == {"a": 0.2, "b": 0.5} and fused["max"] == {"a": 0.9, "b": 0.6}
+    assert fused["min"] == {"a": 0.1, "b": 0.4}
+    with pytest.raises(ValueError, match="fusion 'sum'"):
+        video_level(frames, "sum")
+    assert report(frames.assign(score=[0.1, 0.2, 0.9, 0.4, 0.45]), fusion="max")["video"]["auc"] == 1.0
+    assert report(frames.assign(score=[0.1, 0.2, 0.9, 0.4, 0.45]))["video"]["auc"] == 0.0

@@ -89,6 +89,9 @@ def test_a_failed_run_is_reported_the_others_finish_and_finished_runs_are_skippe
     table = pd.read_csv(tmp_path / "s/table.csv")
     assert sorted(table["run"]) == ["erm/mico_OCI_to_M/seed0", "erm/mico_OCI_to_M/seed1",
                                     "gone/mico_OCI_to_M/seed0", "gone/mico_OCI_to_M/seed1"]
+    first, video = table.set_index("run").loc["erm/mico_OCI_to_M/seed0"], reports[0]["metrics"]["video"]
+    assert first["bpcer@apcer5%"] == video["bpcer_at_apcer"]["5%"]["bpcer"]  # the operating points as columns
+    assert first["tpr@fpr0.1%"] == video["tpr_at_fpr"]["0.1%"]["tpr"]
     assert (tmp_path / "s/table.png").stat().st_size > 0
     text = (tmp_path / "s/table.md").read_text()
     assert "Published numbers are not shown" in text  # a demo build
