@@ -28,7 +28,6 @@ and hands the arrays to torch's deserializer as tensors.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -41,6 +40,7 @@ import torch
 from torch import nn
 
 from pipeline.atomic import write_json
+from pipeline.hashing import sha256_file
 from pipeline.provenance import code_version
 
 MODEL_FORMAT = 1
@@ -120,10 +120,6 @@ def _inputs(faces: torch.Tensor, input_size: int) -> torch.Tensor:
     return image
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def export_run(run: Path, out: Path, build: str | None = None) -> dict:
     """Write the model folder ``out`` of a finished run (its best checkpoint, thresholds from report.json, the
     preprocessing of its build); return model.json's content. ``out`` must not exist yet: the folder is
@@ -162,7 +158,7 @@ def export_run(run: Path, out: Path, build: str | None = None) -> dict:
                     **{name: shape for name, (_, _, shape) in programs.items()}},
                 "exported_by": {"code": code_version(), "torch": torch.__version__}}
         write_json(staging / "preprocessing.json", scorer.preprocessing)
-        files["preprocessing.json"] = sha256_of(staging / "preprocessing.json")
+        files["preprocessing.json"] = sha256_file(staging / "preprocessing.json")
         spec["files"] = files
         write_json(staging / "model.json", spec)
         _check_round_trip(staging, programs, scorer.method, scorer.input_size)
@@ -188,7 +184,7 @@ def _write_program(folder: Path, name: str, program, shape: list) -> dict:
         raise ValueError(f"{name}: the exported program holds constants that are not tensors")
     weights = folder / f"{name}.npz"
     np.savez(weights, **arrays)
-    return {graph.name: sha256_of(graph), weights.name: sha256_of(weights)}
+    return {graph.name: sha256_file(graph), weights.name: sha256_file(weights)}
 
 
 def _check_round_trip(folder: Path, programs: dict, method, input_size: int) -> None:
@@ -234,7 +230,7 @@ def load_model(folder: str | Path, device: str = "cpu") -> LoadedModel:
         path = folder / name
         if Path(name).name != name or not path.is_file():
             raise FileNotFoundError(f"{path}: missing from the model folder")
-        if sha256_of(path) != digest:
+        if sha256_file(path) != digest:
             raise ValueError(f"{path}: sha256 differs from model.json's (changed or truncated)")
     shapes = spec["input"]
     programs = {name: _load_program(folder, name, shapes[name], device)

@@ -114,20 +114,22 @@ def acquire(path: Path, prep: Preprocessing, channels: tuple, size: int):
     arrays = {c: [] for c in channels}
     if "depth_estimate" in channels:
         estimates = _depth_estimates(faces, crops, prep.backend, prep.landmarks, _depth_only(prep))
-        arrays["depth_estimate"] = [e[None] for e, _ in estimates]
+        kept = [i for i, (estimate, _) in enumerate(estimates) if estimate is not None]
+        rejects += [(faces[i][1], why) for i, (estimate, why) in enumerate(estimates) if estimate is None]
+        faces, crops = [faces[i] for i in kept], [crops[i] for i in kept]  # as the build: no map, no sample
+        arrays["depth_estimate"] = [estimates[i][0][None] for i in kept]
     for crop in crops:
         made = face_channels(crop, prep.face.hsv)
         for c in channels:
             if c != "depth_estimate":
                 arrays[c].append(made[c])
     reasons = dict(rejects)
-    by_index = {index: det for _, index, det, _ in faces}
+    scored = {index for _, index, _, _ in faces}
     rows = []
-    for index, det in zip(indices, detections):
-        found = by_index.get(index)
-        box = (found or det).box if (found or det) is not None else [np.nan] * 4
-        rows.append({"frame_index": int(index), "face": found is not None,
-                     "face_score": float((found or det).score) if (found or det) is not None else np.nan,
+    for index, det in zip(indices, detections):  # det: the most confident face, kept or not
+        box = det.box if det is not None else [np.nan] * 4
+        rows.append({"frame_index": int(index), "face": index in scored,
+                     "face_score": float(det.score) if det is not None else np.nan,
                      "x1": float(box[0]), "y1": float(box[1]), "x2": float(box[2]), "y2": float(box[3]),
                      "failure": reasons.get(index, "")})
     inputs = (stack_inputs({c: np.stack(v) for c, v in arrays.items()}, channels, size) if crops

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.hashing import sha256_file
 from pipeline.weights import load_weights
 
 
@@ -53,7 +54,6 @@ def preprocessing_of(manifest: dict) -> dict:
 def run_scorer(run: Path, build: str | None = None, device: str = "cpu") -> Scorer:
     """A finished run's best checkpoint as a :class:`Scorer` (its build is read for the preprocessing and the
     source domains the networks were made for)."""
-    from .export import sha256_of
     from .train import build_method, check_same_build, resolve_build, resolve_device, resolved, run_data, saved_run
     report_path = run / "report.json"
     if not (run / "run.json").is_file() or not (run / "best.pt").is_file():
@@ -79,8 +79,8 @@ def run_scorer(run: Path, build: str | None = None, device: str = "cpu") -> Scor
     from .export import ImageScorer, VideoScorer
     description = {"method": cfg.method, "options": list(cfg.options), "hparams": method.hparams(),
                    "network": cfg.network, "thresholds": thresholds, "fusion": fusion,
-                   "provenance": {"run_json_sha256": sha256_of(run / "run.json"),
-                                  "best_pt_sha256": sha256_of(run / "best.pt"),
+                   "provenance": {"run_json_sha256": sha256_file(run / "run.json"),
+                                  "best_pt_sha256": sha256_file(run / "best.pt"),
                                   "build": manifest["build"], "config_hash": manifest["config_hash"],
                                   "build_manifest_content_sha256": started.get("build_manifest_content_sha256"),
                                   "protocol": report["protocol"], "variant": report["variant"],

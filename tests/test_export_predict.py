@@ -141,3 +141,34 @@ def test_every_method_exports_and_scores_as_its_run(method, train_build, tmp_pat
         results = [json.loads(p.read_text()) for p in (tmp_path / "p").glob("*.json") if p.name != "predictions.json"]
         predicted = pd.Series({videos[r["input"]]: r["video_branch"]["score"] for r in results})
         assert len(predicted) == len(branch) and np.abs(predicted - branch[predicted.index]).max() < 1e-5
+
+
+def test_eval_with_another_fusion_and_failures_counted_as_rejected(erm_run, train_build, tmp_path, capsys):
+    from fas_train.metrics import auc, video_level
+    from fas_train.protocols import load_protocol
+    from fas_train.train import acquisition_failures
+    run = tmp_path / "run"
+    shutil.copytree(erm_run, run)
+    assert main(["eval", "--run", str(run), "--fusion", "max"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    frames = pd.read_csv(run / "scores.csv")
+    videos = video_level(frames, "max")
+    assert report["fusion"] == report["metrics"]["fusion"] == "max"
+    assert report["metrics"]["video"]["auc"] == auc(videos["score"], videos["label"])
+    assert "video level (max of frames)" in capsys.readouterr().out
+    # the build's rejects: two frames of a live target video, and a spoof target video with no sample left
+    build = tmp_path / "build"
+    shutil.copytree(train_build, build)
+    sources = pd.read_csv(build / "sources.csv", dtype=str, keep_default_na=False)
+    msu = sources[sources["dataset"] == "msu"]
+    live, spoof = msu[msu["label"] == "live"].iloc[0], msu[msu["label"] != "live"].iloc[0]
+    pd.DataFrame({"video_id": [live["video_id"]] * 2 + [spoof["video_id"]] * 3 + ["casia/not/tested"],
+                  "frame_index": [3, 9, 0, 5, -1, 2], "reason": "no face detected",
+                  "action": "rejected"}).to_csv(build / "rejects.csv", index=False)
+    samples = pd.read_csv(build / "samples.csv", dtype=str, keep_default_na=False)
+    target = samples[(samples["dataset"] == "msu") & (samples["video_id"] != spoof["video_id"])]
+    found = acquisition_failures(str(build), load_protocol("mico_OCI_to_M"), target, as_rejected=True)
+    kind = spoof["attack"] + (f"/{spoof['attack_detail']}" if spoof["attack_detail"] else "")
+    assert found["frame"].live == 2 and found["frame"].attacks == ((kind, spoof["attack"], 2),)
+    assert found["video"].live == 0 and found["video"].attacks == ((kind, spoof["attack"], 1),)
+    assert found["video"].as_rejected and found["video"].counted() == (0, 1)

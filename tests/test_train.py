@@ -73,7 +73,7 @@ def test_a_run_resumes_only_with_its_own_settings_and_build(train_build, tmp_pat
     info = json.loads((out / "run.json").read_text())  # evaluation later, on a build that changed since
     info["config"]["build"] = str(rebuilt)
     (out / "run.json").write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="not the manifest this run started on.*scored on other data"):
+    with pytest.raises(ValueError, match="not the manifest this run started on.*read against other data"):
         evaluate_run(out)
 
 
