@@ -109,6 +109,12 @@ def test_a_model_folder_loads_no_code(erm_run, tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match="refused graph node 'torch.save'"):
         load_model(tampered("saves", save_node))
+
+    def reads_files(graph):
+        graph["graph_module"]["graph"]["nodes"][-1]["target"] = "torch.ops.aten.from_file.default"
+
+    with pytest.raises(ValueError, match="refused graph node 'torch.ops.aten.from_file.default'"):
+        load_model(tampered("reads", reads_files))  # an ATen operator, but one on files
     with pytest.raises(ValueError, match="guard code"):
         load_model(tampered("guards", lambda g: g.update(guards_code=["__import__('os').system('true')"])))
     copy = tmp_path / "flipped"
