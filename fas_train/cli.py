@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import typing
 import sys
 from dataclasses import fields
 from pathlib import Path
+
+from pipeline.provenance import program_name, version_line
 
 from .methods import METHODS
 from .metrics import FUSIONS
@@ -87,6 +91,34 @@ def _cmd_sweep(args) -> int:
     return run_sweep(args.sweep, args.workers, args.scheduler)
 
 
+def method_options() -> dict:
+    """Each method's summary and options (name, type, default), from its class and config dataclass."""
+    from .train import type_name
+    out = {}
+    for name, (cls, config_cls) in sorted(METHODS.items()):
+        types = typing.get_type_hints(config_cls)
+        paragraph = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().split("\n\n")[0]
+        out[name] = {"summary": re.split(r"(?<=\.)\s", " ".join(paragraph.split()))[0],
+                     "class": f"{cls.__module__}.{cls.__name__}",
+                     "options": [{"name": f.name, "type": type_name(types[f.name]), "default": f.default}
+                                 for f in fields(config_cls)]}
+    return out
+
+
+def _cmd_methods(args) -> int:
+    listing = method_options()
+    if args.json:
+        print(json.dumps(listing, indent=2, default=str))
+        return 0
+    for name, entry in listing.items():
+        print(f"{name}: {entry['summary']}")
+        for option in entry["options"]:
+            print(f"  --option {option['name']}=...  {option['type']}, default {option['default']!r}")
+    print("Defaults are the method's paper settings where the paper gives one; the README's fidelity table names "
+          "the choices it does not.")
+    return 0
+
+
 def _print(result: dict, out: Path) -> None:
     from .metrics import operating_summary
     video, frame = result["metrics"]["video"], result["metrics"]["frame"]
@@ -117,8 +149,13 @@ def _scoring_options(parser, default="mean") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fas-train", description=__doc__)
+    parser = argparse.ArgumentParser(prog=program_name("fas_train", "fas-train"), description=__doc__)
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("methods", help="every method with its options: type, default (the paper's "
+                                  "setting where the paper gives one) and the first line of its docstring")
+    listing.add_argument("--json", action="store_true", help="print them as JSON")
+    listing.set_defaults(handler=_cmd_methods)
     train = commands.add_parser("train", help="train a method on a protocol (resumes from --out); data-parallel "
                                 "when started by torchrun")
     train.add_argument("--method", required=True, choices=sorted(METHODS))

@@ -156,7 +156,7 @@ def method_config(cfg: RunConfig):
         raise ValueError(f"unknown method {cfg.method!r}; known: {sorted(METHODS)}")
     cls, config_cls = METHODS[cfg.method]
     types = typing.get_type_hints(config_cls)
-    known = ", ".join(f"{f.name} ({_type_name(types[f.name])}, default {f.default!r})" for f in fields(config_cls))
+    known = ", ".join(f"{f.name} ({type_name(types[f.name])}, default {f.default!r})" for f in fields(config_cls))
     overrides = {}
     for option in cfg.options:
         name, sep, value = option.partition("=")
@@ -166,12 +166,12 @@ def method_config(cfg: RunConfig):
             overrides[name] = TypeAdapter(types[name]).validate_python(yaml.safe_load(value))
         except (ValidationError, yaml.YAMLError) as err:
             reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else "not a YAML value"
-            raise ValueError(f"option {option!r}: {name} is {_type_name(types[name])}: {reason}; "
+            raise ValueError(f"option {option!r}: {name} is {type_name(types[name])}: {reason}; "
                              f"{cfg.method}'s options: {known}") from None
     return cls, config_cls(**overrides)
 
 
-def _type_name(annotation) -> str:
+def type_name(annotation) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from .datasets import INDEXERS, IndexWarning, LayoutError
+from .provenance import program_name, version_line
 from .shards import ShardError
 
 
@@ -83,7 +84,8 @@ def _cmd_face_sizes(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(prog=program_name("pipeline", "fas-pipeline"), description=__doc__)
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="index a dataset copy into a video table and JSON summary")

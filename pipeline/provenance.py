@@ -40,3 +40,16 @@ def _version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def program_name(module: str, script: str) -> str:
+    """The command as the user typed it: ``script`` (the console script) or ``python -m <module>``."""
+    import sys
+    return f"python -m {module}" if Path(sys.argv[0]).name == "__main__.py" else script
+
+
+def version_line() -> str:
+    """``--version``'s text: the project's version and, from a checkout, its git commit."""
+    info = code_version()
+    commit = f" (git {info['git_commit'][:12]}{', modified' if info['git_dirty'] else ''})" if info["git_commit"] else ""
+    return f"{PROJECT} {info['version']}{commit}"

@@ -70,3 +70,23 @@ def test_unreadable_score_files_are_named(tmp_path, capsys):
     bob_file(tmp_path / "ok.csv", DEV_LIVE, DEV_ATTACK, ["print"] * 4)
     assert main(["metrics", str(tmp_path / "ok.csv"), "--threshold-from", "far=0.1"]) == 2
     assert "use eer, min-hter, apcer=RATE or bpcer=RATE" in capsys.readouterr().err
+
+
+def test_the_command_line_lists_methods_and_says_its_version(capsys):
+    """`fas-train methods` gives every method's options with the types and defaults the trainer applies."""
+    from dataclasses import fields
+
+    from fas_train.methods import METHODS
+    assert main(["methods", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert sorted(listing) == sorted(METHODS)
+    for name, (_, config_cls) in METHODS.items():
+        assert [o["name"] for o in listing[name]["options"]] == [f.name for f in fields(config_cls)]
+        assert all(o["default"] == f.default for o, f in zip(listing[name]["options"], fields(config_cls)))
+    rfm = {o["name"]: o for o in listing["rfm"]["options"]}
+    assert rfm["meta_gradient"]["type"] == "str" and listing["rfm"]["summary"].startswith("RFM:")
+    assert main(["methods"]) == 0
+    assert "  --option meta_gradient=...  str, default" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("fas-dg ")
