@@ -174,6 +174,14 @@ class ShardDataset(Dataset):
         self._reset()
 
 
+def resize_input(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Float images (N, C, S, S) at the network's input side ``size`` (bilinear, antialiased); as they are
+    when ``size`` is 0 or already theirs. Training, evaluation and exported models all resize with this."""
+    if not size or image.shape[-1] == size:
+        return image
+    return torch.nn.functional.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
 def stack_inputs(arrays: dict, channels, size: int) -> torch.Tensor:
     """The uint8 input (N x 3K x size x size) of K channel sets given as arrays (as a build's per-video result
     holds them: rgb, hsv, lbp N x 3 x S x S; depth_estimate N x 1 x D x D), stacked as :class:`ShardDataset`

@@ -28,6 +28,8 @@ and hands the arrays to torch's deserializer as tensors.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
@@ -42,6 +44,8 @@ from torch import nn
 from pipeline.atomic import write_json
 from pipeline.hashing import sha256_file
 from pipeline.provenance import code_version
+
+from .data import resize_input
 
 MODEL_FORMAT = 1
 ALLOWED_TARGET = re.compile(r"^torch\.ops\.aten\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")
@@ -113,11 +117,7 @@ class SteppedVideo:
 
 def _inputs(faces: torch.Tensor, input_size: int) -> torch.Tensor:
     """What :func:`fas_train.train.prepare` makes of a batch: floats in [0, 1] at the input size."""
-    image = faces.float() / 255
-    if input_size and image.shape[-1] != input_size:
-        image = torch.nn.functional.interpolate(image, size=input_size, mode="bilinear", antialias=True,
-                                                align_corners=False)
-    return image
+    return resize_input(faces.float() / 255, input_size)
 
 
 def export_run(run: Path, out: Path, build: str | None = None) -> dict:
@@ -226,27 +226,29 @@ def load_model(folder: str | Path, device: str = "cpu") -> LoadedModel:
     spec = json.loads(spec_path.read_text())
     if spec.get("format") != MODEL_FORMAT:
         raise ValueError(f"{spec_path}: model format {spec.get('format')!r}, this fas_train reads {MODEL_FORMAT}")
+    contents = {}  # each file read once: the bytes checked are the bytes loaded
     for name, digest in spec["files"].items():
         path = folder / name
         if Path(name).name != name or not path.is_file():
             raise FileNotFoundError(f"{path}: missing from the model folder")
-        if sha256_file(path) != digest:
+        contents[name] = path.read_bytes()
+        if hashlib.sha256(contents[name]).hexdigest() != digest:
             raise ValueError(f"{path}: sha256 differs from model.json's (changed or truncated)")
     shapes = spec["input"]
-    programs = {name: _load_program(folder, name, shapes[name], device)
+    programs = {name: _load_program(folder / name, contents, shapes[name], device)
                 for name in ("image_scorer", "video_features", "video_step") if name in shapes}
     video = (SteppedVideo(programs["video_features"], programs["video_step"], shapes["video_step"][1])
              if "video_step" in programs else None)
-    preprocessing = json.loads((folder / "preprocessing.json").read_text())
+    preprocessing = json.loads(contents["preprocessing.json"])
     return LoadedModel(programs["image_scorer"], video, spec, preprocessing, folder)
 
 
-def _load_program(folder: Path, name: str, shape: list, device: str):
+def _load_program(stem: Path, contents: dict, shape: list, device: str):
+    """One exported program from its checked graph and arrays (``contents``: bytes by file name)."""
     from torch._export.serde.serialize import SerializedArtifact, deserialize
-    graph_path = folder / f"{name}.json"
-    graph = graph_path.read_bytes()
-    check_graph(json.loads(graph), graph_path)
-    with np.load(folder / f"{name}.npz", allow_pickle=False) as data:
+    graph = contents[f"{stem.name}.json"]
+    check_graph(json.loads(graph), stem.with_suffix(".json"))
+    with np.load(io.BytesIO(contents[f"{stem.name}.npz"]), allow_pickle=False) as data:
         tensors = {key: torch.from_numpy(data[key].copy()) for key in data.files}
     state = {k.removeprefix("parameters/"): nn.Parameter(v, requires_grad=False) for k, v in tensors.items()
              if k.startswith("parameters/")}

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.config import DepthConfig, FaceConfig, FrameConfig
-from pipeline.extract import _depth_estimates, detect_together, usable_faces
+from pipeline.extract import depth_estimates, detect_together, usable_faces
 from pipeline.faces import FaceDetector, crop_face, find_upright
 from pipeline.frames import VideoError, read_frames
 from pipeline.hashing import sha256_file
@@ -113,7 +113,7 @@ def acquire(path: Path, prep: Preprocessing, channels: tuple, size: int):
     crops = [crop_face(frame, matrix, prep.face.size, prep.face.template) for frame, _, _, matrix in faces]
     arrays = {c: [] for c in channels}
     if "depth_estimate" in channels:
-        estimates = _depth_estimates(faces, crops, prep.backend, prep.landmarks, _depth_only(prep))
+        estimates = depth_estimates(faces, crops, prep.backend, prep.landmarks, prep.face, prep.depth)
         kept = [i for i, (estimate, _) in enumerate(estimates) if estimate is not None]
         rejects += [(faces[i][1], why) for i, (estimate, why) in enumerate(estimates) if estimate is None]
         faces, crops = [faces[i] for i in kept], [crops[i] for i in kept]  # as the build: no map, no sample
@@ -135,12 +135,6 @@ def acquire(path: Path, prep: Preprocessing, channels: tuple, size: int):
     inputs = (stack_inputs({c: np.stack(v) for c, v in arrays.items()}, channels, size) if crops
               else torch.zeros(0, 3 * len(channels), size, size, dtype=torch.uint8))
     return kind, rows, inputs, rotation
-
-
-def _depth_only(prep: Preprocessing):
-    """The settings :func:`pipeline.extract._depth_estimates` reads (face size and depth), as a namespace."""
-    from types import SimpleNamespace
-    return SimpleNamespace(face=prep.face, depth=prep.depth)
 
 
 def output_names(inputs: list[Path]) -> list[str]:
@@ -213,7 +207,8 @@ def predict(scorer, inputs: list, out: Path, sizing: str | None = None, batch_si
     table = pd.DataFrame(summary_rows)
     with atomic_path(out / "predictions.csv") as tmp:
         table.to_csv(tmp, index=False)
-    counts = table["decision"].value_counts().to_dict() if "decision" in table else {}
+    decisions = table["decision"] if "decision" in table else pd.Series("", index=table.index)  # all unreadable
+    counts = decisions.value_counts().to_dict()
     summary = {"inputs": len(paths), "live": int(counts.get("live", 0)), "spoof": int(counts.get("spoof", 0)),
                "failure_to_acquire": int(counts.get(FAILED, 0)), "unreadable": len(errors), "errors": errors,
                "frames": frames_seen, "seconds": round(seconds, 3),
@@ -221,7 +216,7 @@ def predict(scorer, inputs: list, out: Path, sizing: str | None = None, batch_si
                "model": scorer.description, "thresholds": thresholds, "fusion": scorer.fusion,
                "out": str(out)}
     write_json(out / "predictions.json", summary)
-    scored = table[table.get("decision", pd.Series(dtype=str)).isin(["live", "spoof"])] if len(table) else table
+    scored = table[decisions.isin(["live", "spoof"])]
     if len(scored):
         from .plots import plot_unlabelled
         plot_unlabelled(scored["score"].to_numpy(float), out / "histogram.png", thresholds, scored["kind"].to_numpy())

@@ -98,6 +98,10 @@ class IntraProtocol:
             out.append(chosen)
         return tuple(out)
 
+    def target_samples(self, samples: pd.DataFrame) -> pd.DataFrame:
+        """Rows the protocol tests on: its test part."""
+        return self.parts(samples)[2]
+
 
 DOMAIN_COLUMNS = ("dataset", "camera", "session")
 

@@ -47,7 +47,8 @@ from pipeline.hashing import content_sha256
 from pipeline.provenance import code_version, package_versions
 from pipeline.weights import load_weights
 
-from .data import ClipDataset, ClipSampler, ShardDataset, load_build, make_loader, prefetch, to_device
+from .data import (ClipDataset, ClipSampler, ShardDataset, load_build, make_loader, prefetch, resize_input,
+                   to_device)
 from .methods import METHODS, NonFiniteLoss
 from .metrics import FUSIONS, Acquisition, auc, eer, level_metrics, report, species, video_level
 from .protocols import DOMAIN_COLUMNS, load_protocol, with_domains
@@ -185,8 +186,7 @@ def prepare(cfg: RunConfig, device: torch.device, batch: dict) -> dict:
     batch = to_device(batch, device, channels_last=use_channels_last(cfg, device))
     image = batch["image"]
     if cfg.input_size and image.shape[-1] != cfg.input_size:  # frames (N, C, S, S) or clips (N, L, C, S, S)
-        resized = torch.nn.functional.interpolate(image.flatten(0, image.ndim - 4), size=cfg.input_size,
-                                                  mode="bilinear", antialias=True, align_corners=False)
+        resized = resize_input(image.flatten(0, image.ndim - 4), cfg.input_size)
         batch["image"] = resized.view(*image.shape[:-2], cfg.input_size, cfg.input_size)
     return batch
 
@@ -580,8 +580,7 @@ def acquisition_failures(build: str, protocol, target_rows: pd.DataFrame, as_rej
         return {"frame": Acquisition(as_rejected=as_rejected), "video": Acquisition(as_rejected=as_rejected)}
     sources = pd.read_csv(paths[0], dtype=str, keep_default_na=False)
     rejects = pd.read_csv(paths[1], dtype=str, keep_default_na=False)
-    tested = protocol.target_samples(sources) if hasattr(protocol, "target_samples") else protocol.parts(sources)[2]
-    tested = tested.set_index("video_id")
+    tested = protocol.target_samples(sources).set_index("video_id")
     rejected = rejects[(rejects["action"] == "rejected") & rejects["video_id"].isin(tested.index)]
     frame_rows = tested.loc[rejected.loc[rejected["frame_index"].astype(int) >= 0, "video_id"]]
     video_rows = tested[~tested.index.isin(target_rows["video_id"])]

@@ -16,7 +16,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .channels import channels
-from .config import BuildConfig, FaceConfig
+from .config import BuildConfig, DepthConfig, FaceConfig
 from .depth import FanLandmarks, generic_depth, landmark_depth, to_uint8
 from .face_mesh import FaceMeshLandmarks
 from .faces import FaceDetector, crop_face, crop_matrix, find_upright, transform_points
@@ -179,7 +179,7 @@ def _extract(clip: DecodedClip, detections: list, detector: FaceDetector, landma
     faces, rejects = usable_faces(frames, decoded.indices, detections, config.face)
     live = job.label == "live"
     crops = [crop_face(frame, matrix, size, config.face.template) for frame, _, _, matrix in faces]
-    estimates = (_depth_estimates(faces, crops, backend, landmarks, config) if live or store_estimate
+    estimates = (depth_estimates(faces, crops, backend, landmarks, config.face, config.depth) if live or store_estimate
                  else [(None, "none")] * len(faces))
     blank = np.zeros((depth_size, depth_size), np.uint8)
     for (frame, index, det, matrix), crop, (estimate, source) in zip(faces, crops, estimates):
@@ -225,12 +225,13 @@ def usable_faces(frames: list, indices: list, detections: list, face: FaceConfig
     return faces, rejects
 
 
-def _depth_estimates(faces: list, crops: list, backend: str, landmarks, config: BuildConfig) -> list:
+def depth_estimates(faces: list, crops: list, backend: str, landmarks, face: FaceConfig, depth: DepthConfig) -> list:
     """(uint8 depth map, what made it) of each of a video's kept faces, whatever their label: the 3D landmarks
     of face-alignment (the video's faces in one batch) or of Face Mesh (on each crop), or the generic surface,
     in the crop's frame. A face whose landmarks cannot be used gets the generic surface with the reason in its
-    source (``depth.fallback: generic``), or (None, reason) (``reject``)."""
-    size, depth_size = config.face.size, config.depth.size
+    source (``depth.fallback: generic``), or (None, reason) (``reject``). The build and ``fas-train predict``
+    both make them so."""
+    size, depth_size = face.size, depth.size
 
     def generic(det, matrix):
         return to_uint8(generic_depth(transform_points(det.landmarks, matrix), size, depth_size))
@@ -242,7 +243,7 @@ def _depth_estimates(faces: list, crops: list, backend: str, landmarks, config: 
             return fallback(det, matrix, str(err))
 
     def fallback(det, matrix, why: str):
-        if config.depth.fallback == "reject":
+        if depth.fallback == "reject":
             return None, why
         return generic(det, matrix), f"generic fallback: {why}"
 

@@ -51,5 +51,6 @@ def program_name(module: str, script: str) -> str:
 def version_line() -> str:
     """``--version``'s text: the project's version and, from a checkout, its git commit."""
     info = code_version()
-    commit = f" (git {info['git_commit'][:12]}{', modified' if info['git_dirty'] else ''})" if info["git_commit"] else ""
+    dirty = ", modified" if info["git_dirty"] else ""
+    commit = f" (git {info['git_commit'][:12]}{dirty})" if info["git_commit"] else ""
     return f"{PROJECT} {info['version']}{commit}"

@@ -47,7 +47,8 @@ def test_export_then_predict_gives_the_runs_scores(erm_run, train_build, tmp_pat
     model = tmp_path / "model"
     assert main(["export", "--run", str(erm_run), "--out", str(model)]) == 0
     spec, report = json.loads((model / "model.json").read_text()), json.loads((erm_run / "report.json").read_text())
-    assert spec["thresholds"] == {"frame": report["deployable_threshold"], "video": report["deployable_video_threshold"]}
+    assert spec["thresholds"] == {"frame": report["deployable_threshold"],
+                                  "video": report["deployable_video_threshold"]}
     assert spec["provenance"]["run_json_sha256"] == hashlib.sha256((erm_run / "run.json").read_bytes()).hexdigest()
     run_info = json.loads((erm_run / "run.json").read_text())
     assert spec["provenance"]["build_manifest_content_sha256"] == run_info["build_manifest_content_sha256"]

@@ -18,7 +18,7 @@ from skimage import data
 from pipeline import face_mesh
 from pipeline.config import BuildConfig, DepthConfig, FaceConfig
 from pipeline.depth import generic_depth, landmark_depth, resolve_backend
-from pipeline.extract import _depth_estimates
+from pipeline.extract import depth_estimates
 from pipeline.faces import FaceDetector, crop_face, crop_matrix, transform_points
 from pipeline.preview import CAPTION, COLUMNS, TILE, contact_sheet, tiles
 
@@ -77,13 +77,14 @@ def test_a_crop_without_a_face_gets_the_fallback_and_says_so(faces, mesh):
     noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     config = BuildConfig(name="x", datasets={"msu": "."}, output_dir=".", face=FaceConfig(size=256),
                          depth=DepthConfig(backend="mediapipe"))
-    found = _depth_estimates([(None, 0, det, matrix)] * 2, [faces[0][0], noise], "mediapipe", mesh, config)
+    found = depth_estimates([(None, 0, det, matrix)] * 2, [faces[0][0], noise], "mediapipe", mesh, config.face,
+                            config.depth)
     assert found[0][1] == "mediapipe" and found[1][1] == "generic fallback: Face Mesh found no face in the crop"
     assert np.array_equal(found[1][0], np.clip(np.rint(generic_depth(transform_points(det.landmarks, matrix), 256, 32)
                                                        * 255), 0, 255).astype(np.uint8))
     strict = BuildConfig(name="x", datasets={"msu": "."}, output_dir=".", face=FaceConfig(size=256),
                          depth=DepthConfig(backend="mediapipe", fallback="reject"))
-    assert _depth_estimates([(None, 0, det, matrix)], [noise], "mediapipe", mesh, strict) == \
+    assert depth_estimates([(None, 0, det, matrix)], [noise], "mediapipe", mesh, strict.face, strict.depth) == \
         [(None, "Face Mesh found no face in the crop")]
 
 

@@ -174,7 +174,8 @@ def test_thresholds_fixed_by_a_named_criterion():
 def test_video_fusion_choices():
     frames = pd.DataFrame({"video_id": ["a"] * 3 + ["b"] * 2, "label": [1, 1, 1, 0, 0], "attack": "x",
                            "score": [0.1, 0.2, 0.9, 0.4, 0.6]})
-    fused = {f: video_level(frames, f).set_index("video_id")["score"].to_dict() for f in ("mean", "median", "max", "min")}
+    fused = {f: video_level(frames, f).set_index("video_id")["score"].to_dict()
+             for f in ("mean", "median", "max", "min")}
     assert fused["mean"] == {"a": pytest.approx(0.4), "b": pytest.approx(0.5)}
     assert fused["median"] == {"a": 0.2, "b": 0.5} and fused["max"] == {"a": 0.9, "b": 0.6}
     assert fused["min"] == {"a": 0.1, "b": 0.4}
