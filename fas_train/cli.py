@@ -134,7 +134,10 @@ def _print(result: dict, out: Path) -> None:
         print(f"  {part.replace('_', ' ')}: {source}")
     if "video_branch" in result["metrics"]:
         branch = result["metrics"]["video_branch"]
-        print(f"  video branch: AUC {branch['auc']:.4f}  HTER@source-threshold {branch['hter_at_source_threshold']:.4f}")
+        tag = " (the method's own number: compared and selected on)" if result.get("compared") == "video_branch" else ""
+        print(f"  video branch{tag}: AUC {branch['auc']:.4f}  "
+              f"HTER@target-EER-threshold {branch['hter_at_target_eer_threshold']:.4f}  "
+              f"HTER@source-threshold {branch['hter_at_source_threshold']:.4f}")
     print(f"  report: {out / 'report.json'}  scores: {out / 'scores.csv'}  plots: {out}/roc.png, det.png, "
           f"histogram.png")
 

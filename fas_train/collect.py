@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .metrics import compared_metrics
+
 METRICS = ("auc", "hter_at_target_eer_threshold", "hter_at_source_threshold", "apcer_worst", "bpcer", "acer")
 
 
@@ -21,11 +23,11 @@ def collect(runs: list[Path], level: str = "video") -> pd.DataFrame:
         if not report_path.is_file():
             continue  # unfinished
         report, run = json.loads(report_path.read_text()), json.loads(run_path.read_text())
+        metrics, _ = compared_metrics(report, level)
         rows.append({"method": report["method"], "protocol": report.get("protocol_group", report["protocol"]),
                      "fold": report["protocol"], "variant": report["variant"],
                      "selection": "ORACLE" if report["selection"].startswith("ORACLE") else "honest",
-                     "seed": run["config"]["seed"], **{m: report["metrics"][level].get(m, float("nan"))
-                                                       for m in METRICS}})
+                     "seed": run["config"]["seed"], **{m: metrics.get(m, float("nan")) for m in METRICS}})
     if not rows:
         raise ValueError("no finished run (report.json) among the folders given")
     keys = ["method", "protocol", "variant", "selection"]

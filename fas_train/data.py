@@ -283,13 +283,16 @@ class ClipDataset(Dataset):
 
 class ClipSampler(Sampler[list]):
     """Balanced batches of clips: ``per_class`` live and spoof videos of every domain (a
-    :class:`~fas_train.sampler.BalancedBatchSampler` over videos), each with a start frame drawn from
+    :class:`~fas_train.sampler.BalancedBatchSampler` over videos; ``2 x per_class`` of any class per domain
+    without ``class_balanced``), each with a start frame drawn from
     (seed, epoch, batch, slot), so batches are reproducible and resumable like the frame sampler's."""
 
-    def __init__(self, clips: ClipDataset, per_class: int, seed: int = 0, rank: int = 0, world: int = 1):
+    def __init__(self, clips: ClipDataset, per_class: int, seed: int = 0, rank: int = 0, world: int = 1,
+                 class_balanced: bool = True):
         from .sampler import BalancedBatchSampler
         self.clips, self.seed = clips, seed
-        self.videos = BalancedBatchSampler(clips.domains, clips.labels, per_class, seed=seed, rank=rank, world=world)
+        self.videos = BalancedBatchSampler(clips.domains, clips.labels, per_class, seed=seed, rank=rank, world=world,
+                                           class_balanced=class_balanced)
 
     def __len__(self) -> int:
         return len(self.videos)

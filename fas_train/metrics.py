@@ -298,3 +298,12 @@ def operating_summary(entry: dict) -> str:
         parts.append(f"failures to acquire: {fta['live']} live, {fta['attack']} attack"
                      + (" (counted as rejected)" if fta["counted_as_rejected"] else ""))
     return "  ".join(parts) + " (%)"
+
+
+def compared_metrics(result: dict, level: str) -> tuple[dict, str]:
+    """The metrics a report's method is compared by, and their level: its video branch's when that is the
+    method's own number (``compared: video_branch``, CCDD's full model), else the ``level`` ("video" or
+    "frame") of its frame scores."""
+    if result.get("compared") == "video_branch":
+        return result["metrics"]["video_branch"], "video branch"
+    return result["metrics"][level], level

@@ -46,19 +46,28 @@ def _standardise(features: np.ndarray) -> np.ndarray:
     return (features - features.mean(0)) / (features.std(0) + 1e-8)
 
 
-def cluster_joint(features: np.ndarray, k: int, seed: int, previous: np.ndarray | None = None) -> np.ndarray:
-    """K-means (k clusters) on every sample together, matched to ``previous`` when given."""
-    labels = KMeans(k, n_init=10, random_state=seed).fit_predict(_standardise(features))
+def _scaled(features: np.ndarray, standardise: bool) -> np.ndarray:
+    features = np.asarray(features, np.float64)
+    return _standardise(features) if standardise else features
+
+
+def cluster_joint(features: np.ndarray, k: int, seed: int, previous: np.ndarray | None = None,
+                  standardise: bool = True) -> np.ndarray:
+    """K-means (k clusters) on every sample together (each feature z-scored first unless ``standardise`` is
+    false), matched to ``previous`` when given."""
+    labels = KMeans(k, n_init=10, random_state=seed).fit_predict(_scaled(features, standardise))
     return match_labels(labels, previous, k)
 
 
 def cluster_by_class(features: np.ndarray, labels: np.ndarray, k: int, seed: int,
-                     previous: np.ndarray) -> np.ndarray:
+                     previous: np.ndarray, standardise: bool = True) -> np.ndarray:
     """D²AM's assignment after the first epoch: K-means (k clusters) on the live and on the spoof samples
     apart; each class's clusters get the names of the previous epoch's pseudo-domains they overlap most
     among that class's samples (Kuhn-Munkres), so live cluster j and spoof cluster j form one pseudo-domain
-    because they continue the same previous one."""
-    features, labels, previous = _standardise(features), np.asarray(labels), np.asarray(previous, np.int64)
+    because they continue the same previous one. Features are z-scored first unless ``standardise`` is
+    false."""
+    features, labels = _scaled(features, standardise), np.asarray(labels)
+    previous = np.asarray(previous, np.int64)
     out = np.empty(len(labels), np.int64)
     for c in (1, 0):
         members = np.flatnonzero(labels == c)

@@ -18,7 +18,7 @@ A sweep file (``fas_train/configs/sweeps/*.yaml``, or any path)::
     seeds: [0, 1, 2]
     settings: {steps: 60, eval_every: 20, per_class: 4, network: small, input_size: 64}
     methods: [erm, rfm, {label: rfm-first-order, method: rfm, options: [meta_gradient=first-order]}]
-    level: video                               # the table's level (video or frame)
+    level: video                               # the table's level: video, frame, or paper (each method's own)
     note: small networks, 60 steps             # printed under the table
 """
 from __future__ import annotations
@@ -105,8 +105,8 @@ def load_sweep(name_or_path: str | Path) -> Sweep:
         except ValidationError as err:
             raise ValueError(f"{where}: settings.{name}: {err.errors()[0]['msg']} (got {value!r})") from None
     level = raw.get("level", "video")
-    if level not in ("video", "frame"):
-        raise ValueError(f"{where}: level must be video or frame, not {level!r}")
+    if level not in ("video", "frame", "paper"):
+        raise ValueError(f"{where}: level must be video, frame or paper (each method at its paper's), not {level!r}")
     out = Path(raw["out"]).resolve()  # relative paths: from the folder the sweep is started in
     build = str(Path(raw["build"]).resolve())
     runs, seen = [], set()

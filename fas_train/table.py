@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .metrics import compared_metrics
 from .protocols import CONFIGS
 
 METRICS = {"hter": "hter_at_target_eer_threshold", "hter_source": "hter_at_source_threshold", "auc": "auc",
@@ -37,16 +38,33 @@ def run_rows(sweep) -> pd.DataFrame:
         if not path.is_file():
             continue
         report = json.loads(path.read_text())
-        metrics = report["metrics"][sweep.level]
+        metrics, level = compared_metrics(report, run_level(sweep.level, run.config.method))
         column = report.get("protocol_group", report["protocol"])
         if len({r.variant for r in sweep.runs}) > 1:
             column += f" ({report['variant']})"
         rows.append({"run": run.run_id, "label": run.label, "method": run.config.method, "protocol": run.protocol,
                      "column": column, "variant": report["variant"], "seed": run.seed, "steps": report.get("steps"),
                      "selection": "ORACLE" if report["selection"].startswith("ORACLE") else "honest",
-                     **{name: metrics.get(key, np.nan) for name, key in METRICS.items()},
+                     "level": level, **{name: metrics.get(key, np.nan) for name, key in METRICS.items()},
                      **operating_columns(metrics)})
     return pd.DataFrame(rows)
+
+
+def run_level(level: str, method: str) -> str:
+    """The level a run is compared at: the sweep's, or with ``level: paper`` the level of the method's published
+    numbers (frame or video; video for a method the papers do not publish)."""
+    if level != "paper":
+        return level
+    published = [e for e in load_published() if e["method"] == method]
+    return "frame" if published and published[0]["level"] == "frame" else "video"
+
+
+def frames_per_video(build: str | Path) -> str:
+    """How many frames per video a build sampled, in words (its manifest's frames section)."""
+    frames = json.loads((Path(build) / "manifest.json").read_text())["config"]["frames"]
+    words = {"even": f"{frames['count']} evenly spaced frames", "all": "every frame",
+             "every": f"every {frames['step']}th frame"}[frames["policy"]]
+    return words + (f" (at most {frames['max_frames']})" if frames.get("max_frames") else "") + " per video"
 
 
 def operating_columns(metrics: dict) -> dict:
@@ -64,6 +82,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean and std (over seeds and folds) per (label, column), in %."""
     grouped = rows.groupby(["label", "column"], sort=False)
     out = grouped.size().rename("runs").to_frame()
+    out["level"] = grouped["level"].agg(lambda levels: ", ".join(sorted(set(levels))))
     for name in METRICS:
         out[f"{name}_mean"] = 100 * grouped[name].mean()
         out[f"{name}_std"] = 100 * grouped[name].std(ddof=0)
@@ -89,6 +108,7 @@ def markdown(sweep, rows: pd.DataFrame, summary: pd.DataFrame, published: list[d
     cell = summary.set_index(["label", "column"])
     selections = ", ".join(sorted(set(rows["selection"])))
     seeds = sorted({r.seed for r in sweep.runs})
+    frames = frames_per_video(sweep.build)
 
     def value(label, column, name):
         if (label, column) not in cell.index:
@@ -99,7 +119,7 @@ def markdown(sweep, rows: pd.DataFrame, summary: pd.DataFrame, published: list[d
     head = "| Method | " + " | ".join(f"{c} HTER | {c} AUC" for c in columns) + " |"
     rule = "|---|" + "---:|---:|" * len(columns)
     lines = [f"# Sweep {sweep.name}{' (PARTIAL: finished runs only)' if partial else ''}", "",
-             f"HTER and AUC in %, mean ± std over seeds {seeds} (and folds), {sweep.level} level; model selection: "
+             f"HTER and AUC in %, mean ± std over seeds {seeds} (and folds), {level_words(sweep)}; model selection: "
              f"{selections}. HTER at the target's EER threshold, as the papers report it.", "", head, rule]
     for label in labels:
         lines.append(f"| {label} | " + " | ".join(f"{value(label, c, 'hter')} | {value(label, c, 'auc')}"
@@ -107,8 +127,9 @@ def markdown(sweep, rows: pd.DataFrame, summary: pd.DataFrame, published: list[d
         method = sweep_method(sweep, label)
         paper = {e["protocol"]: e for e in published or [] if e["method"] == method} if label == method else {}
         if paper:
+            ours = f"ours: {', '.join(sorted(set(summary.loc[summary['label'] == label, 'level'])))} level, {frames}"
             lines.append(published_row(paper, columns, lambda c: cell.loc[(label, c)] if (label, c) in cell.index
-                                       else None))
+                                       else None, ours))
     lines += ["", "Deployable HTER (threshold fixed on source validation data), in %:", "",
               "| Method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for label in labels:
@@ -124,8 +145,14 @@ def markdown(sweep, rows: pd.DataFrame, summary: pd.DataFrame, published: list[d
     return "\n".join(lines) + "\n"
 
 
-def published_row(paper: dict, columns: list, ours) -> str:
-    """A Markdown row of a paper's numbers per protocol column, each with ours minus it (Δ)."""
+def level_words(sweep) -> str:
+    """The table's level in words."""
+    return "each method at its paper's level" if sweep.level == "paper" else f"{sweep.level} level"
+
+
+def published_row(paper: dict, columns: list, ours, made: str) -> str:
+    """A Markdown row of a paper's numbers per protocol column, each with ours minus it (Δ), labelled with the
+    level and frames the paper's numbers came from and ``made``, how ours were."""
     cells = []
     for column in columns:
         entry, mine = paper.get(column), ours(column)
@@ -136,7 +163,8 @@ def published_row(paper: dict, columns: list, ours) -> str:
                 delta = "" if mine is None else f" (Δ {mine[name + '_mean'] - entry[name]:+.2f})"
                 cells.append(f"{entry[name]:.2f}{delta}")
     source = next(iter(paper.values()))
-    return f"| ↳ published ({source['paper']}, {source['table']}) | " + " | ".join(cells) + " |"
+    return (f"| ↳ published ({source['paper']}, {source['table']}; {source['level']} level, {source['frames']}; "
+            f"{made}) | " + " | ".join(cells) + " |")
 
 
 def code_versions(sweep) -> list[str]:
@@ -185,7 +213,7 @@ def write_table(sweep, partial: bool = False) -> Path:
     sweep.out.mkdir(parents=True, exist_ok=True)
     write_text(sweep.out / f"{stem}.md", markdown(sweep, rows, summary, published, partial))
     write_csv(sweep.out / f"{stem}.csv", rows)
-    plot(summary, sweep.out / f"{stem}.png", f"{sweep.name}: HTER (%), {sweep.level} level")
+    plot(summary, sweep.out / f"{stem}.png", f"{sweep.name}: HTER (%), {level_words(sweep)}")
     if not partial:
         for name in ("table.partial.md", "table.partial.csv", "table.partial.png"):
             (sweep.out / name).unlink(missing_ok=True)

@@ -1,8 +1,9 @@
 """The training loop: balanced batches from the shards, one ``method.update`` per step, honest model selection.
 
 - Source data are split by subject into train and validation (the protocol's holdout). Every ``eval_every``
-  steps the validation part is scored; the best checkpoint (lowest validation EER, then highest AUC) and
-  its EER threshold (the deployable one) are kept. The target is looked at only once, at the end, unless
+  steps the validation part is scored; the best checkpoint (lowest validation EER, then highest AUC, of the
+  method's own number: its frame scores, or the video branch's per-video scores for a method whose number
+  that is, ``ccdd-video``) and its EER thresholds (the deployable ones) are kept. The target is looked at only once, at the end, unless
   ``select_on_target`` (the oracle mode of the public code) is asked for, which every output then says.
 - ``checkpoint.pt`` (networks, optimiser, the method's generator, step, sampler position, RNG state) is
   written at every evaluation, every ``checkpoint_every`` steps, on a non-finite loss and when SIGTERM,
@@ -262,14 +263,7 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     cfg = resolved(cfg, method)
     check_sizes(cfg, method, manifest, train_rows, protocol)
     torch.manual_seed(cfg.seed * 1000 + rank)  # the same weights everywhere, other random draws per process
-    sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class * method.batch_chunks,
-                                   seed=cfg.seed, rank=rank, world=world,
-                                   single_class_domains=method.single_class_domains,
-                                   batches_per_epoch=pseudo_epoch_length(method, train_set, cfg.per_class))
-    clips = clip_sampler = None
-    if method.clip_length:
-        clips = ClipDataset(train_set, method.clip_length)
-        clip_sampler = ClipSampler(clips, method.config.clips_per_class, seed=cfg.seed, rank=rank, world=world)
+    sampler, clips, clip_sampler = samplers(cfg, method, train_set, rank, world)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "domains": None}
     checkpoint = out / "checkpoint.pt"
     build_hashes = manifest_hashes(cfg.build)
@@ -347,6 +341,21 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
     if not lead:
         return None
     return final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set, val_rows)
+
+
+def samplers(cfg: RunConfig, method, train_set: ShardDataset, rank: int, world: int):
+    """(frame batch sampler, clip dataset, clip sampler) for a method: the balanced draw the method asks for
+    (per (domain, class), or per domain when it is not class-balanced), clips only for methods with clips."""
+    sampler = BalancedBatchSampler(train_set.domains, train_set.labels, cfg.per_class * method.batch_chunks,
+                                   seed=cfg.seed, rank=rank, world=world,
+                                   single_class_domains=method.single_class_domains,
+                                   class_balanced=method.class_balanced,
+                                   batches_per_epoch=pseudo_epoch_length(method, train_set, cfg.per_class))
+    if not method.clip_length:
+        return sampler, None, None
+    clips = ClipDataset(train_set, method.clip_length)
+    return sampler, clips, ClipSampler(clips, method.config.clips_per_class, seed=cfg.seed, rank=rank, world=world,
+                                       class_balanced=method.class_balanced)
 
 
 def resolved(cfg: RunConfig, method) -> RunConfig:
@@ -521,13 +530,30 @@ def thresholds(frames: pd.DataFrame, fusion: str = "mean") -> dict:
             "video_eer": video_rate, "video_threshold": video_threshold, "fusion": fusion}
 
 
+def branch_thresholds(videos: pd.DataFrame) -> dict:
+    """EER, AUC and EER threshold of a video branch's scores (one per video)."""
+    scores, labels = videos["score"].to_numpy(), videos["label"].to_numpy()
+    rate, threshold = eer(scores, labels)
+    return {"video_branch_eer": rate, "video_branch_auc": auc(scores, labels), "video_branch_threshold": threshold}
+
+
+def selection_keys(method) -> tuple[str, str]:
+    """The (EER, AUC) entries model selection ranks checkpoints by: the video branch's for a method whose own
+    number it is, else the frame scores'."""
+    return ("video_branch_eer", "video_branch_auc") if method.scores_videos else ("eer", "auc")
+
+
 def evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_set, target_rows, out):
     frames = selection_scores(method, cfg, device, val_set, val_rows, target_set, target_rows)
     entry = {"step": state["step"], "kind": "select_on_target" if cfg.select_on_target else "validation",
              **thresholds(frames, cfg.fusion)}
+    if method.scores_videos:  # the video branch on the same videos (source validation, or the target if ORACLE)
+        entry.update(branch_thresholds(video_scores(method, target_set if cfg.select_on_target else val_set,
+                                                    cfg, device)))
     log(out, entry)
     best = state["best"]
-    if best is None or (entry["eer"], -entry["auc"]) < (best["eer"], -best["auc"]):
+    rate, area = selection_keys(method)
+    if best is None or rate not in best or (entry[rate], -entry[area]) < (best[rate], -best[area]):
         state["best"] = entry
         with atomic_path(out / "best.pt", suffix=".tmp.pt") as tmp:
             torch.save(method.state_dict(), tmp)
@@ -548,16 +574,18 @@ def final_report(cfg, device, method, state, target_set, target_rows, out, proto
                      fusion=cfg.fusion, failures=failures)
     branch_threshold = None
     if method.clip_length:  # the video branch scores whole videos; its threshold comes from source videos
-        val_videos = video_scores(method, val_set, cfg, device)
+        if "video_branch_threshold" not in best:
+            best = {**best, **branch_thresholds(video_scores(method, val_set, cfg, device))}
+        branch_threshold = best["video_branch_threshold"]
         videos = video_scores(method, target_set, cfg, device)
         with atomic_path(out / "video_scores.csv") as tmp:
             videos.to_csv(tmp, index=False)
-        branch_threshold = eer(val_videos["score"].to_numpy(), val_videos["label"].to_numpy())[1]
         metrics["video_branch"] = level_metrics(videos, branch_threshold, failures["video"])
+    selected_on = [k for k in ("eer", "auc", "video_eer", "video_branch_eer", "video_branch_auc") if k in best]
     result = {"protocol": protocol.name, "protocol_group": protocol.group, "variant": protocol.variant,
               "method": cfg.method, "selection": selection_name(cfg, protocol), "steps": int(state["step"]),
-              "best_step": best["step"],
-              "selection_scores": {k: best[k] for k in ("eer", "auc", "video_eer")},  # at the kept checkpoint
+              "best_step": best["step"], "compared": "video_branch" if method.scores_videos else "frame_scores",
+              "selection_scores": {k: best[k] for k in selected_on},  # at the kept checkpoint
               "deployable_threshold": best["threshold"], "deployable_video_threshold": best["video_threshold"],
               **({"deployable_video_branch_threshold": branch_threshold} if branch_threshold is not None else {}),
               "fusion": cfg.fusion, "fta_rejected": cfg.fta_rejected,

@@ -113,3 +113,10 @@ def test_every_config_the_makefile_names_is_in_the_repository():
     assert named and all((ROOT / path).is_file() for path in named), named
     tracked = subprocess.run(["git", "ls-files", *sorted(named)], cwd=ROOT, capture_output=True, text=True).stdout.split()
     assert set(tracked) == named  # committed, not only present here (a clean checkout must have them)
+
+
+def test_the_paper_frames_template_takes_meta_patterns_two_frames():
+    paper = load_config(ROOT / "configs/build/paper-frames.yaml")
+    full = load_config(ROOT / "configs/build/full.yaml")
+    assert (paper.frames.policy, paper.frames.count) == ("even", 2)  # Meta Pattern's code: 2 evenly spaced
+    assert paper.face == full.face and paper.depth == full.depth and paper.datasets == full.datasets

@@ -48,6 +48,22 @@ def test_batches_are_deterministic_per_seed_and_epoch_and_resume_mid_epoch():
     assert list(BalancedBatchSampler(DOMAINS, LABELS, per_class=3, seed=8)) != list(b)
 
 
+def test_unbalanced_batches_draw_each_domain_whole_whatever_the_class():
+    """CCDD's ``balanced=false``: 2 x per_class samples per domain, in the domain's own class mix."""
+    sampler = BalancedBatchSampler(DOMAINS, LABELS, per_class=2, seed=1, class_balanced=False)
+    assert len(sampler) == 5 and sampler.batch_size == 12  # smallest domain (23) // 4
+    batches = list(sampler)
+    for batch in batches:
+        assert [int(DOMAINS[i]) for i in batch] == [d for d in (0, 1, 2) for _ in range(4)]
+    drawn = np.concatenate(batches)
+    assert len(drawn) == len(set(drawn))  # no repeats within an epoch
+    live_per_domain0 = [int(LABELS[b[:4]].sum()) for b in batches]
+    assert len(set(live_per_domain0)) > 1  # not 2 live + 2 spoof every time
+    for rank in (0, 1):  # under DDP each process keeps its half of each domain's block
+        half = list(BalancedBatchSampler(DOMAINS, LABELS, per_class=2, seed=1, class_balanced=False, rank=rank, world=2))
+        assert [b[:2] for b in half] == [b[2 * rank:2 * rank + 2] for b in batches]
+
+
 def test_pseudo_domains_change_the_batches():
     sampler = BalancedBatchSampler(DOMAINS, LABELS, per_class=2, seed=0)
     before = list(sampler)

@@ -1,20 +1,23 @@
 """One update of every method computed by hand on a tiny network and batch, against ``update()``/``objective()``:
-the losses as the papers write them, which parameters move and by how much (the optimiser's own rule written
-out), inner steps and meta-gradients. And scores stay float32 under bf16 autocast."""
+the losses as the papers write them (their constants written here as numbers, with paper and equation), which
+parameters move and by how much (Adam's and SGD's rules written out), inner steps and meta-gradients, the
+held-out domain drawn each step. And scores stay float32 under bf16 autocast."""
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fas_train.methods import CCDD, CCDDConfig, CCDDVideo, D2AM, D2AMConfig, PDL, PDLConfig
+from fas_train.methods import CCDD, CCDDConfig, CCDDVideo, CCDDVideoConfig, D2AM, D2AMConfig, PDL, PDLConfig, RFMConfig
 from fas_train.methods.metapattern import MetaPattern, MetaPatternConfig, chunk_rows, select
 from fas_train.models.d2am_nets import D2AMFeatureExtractor
 from fas_train.models.rfm_nets import rfm_networks
 from fas_train.losses import binary_enhancement_entropy, enhancement_entropy, gaussian_mmd
+from fas_train.pseudo_domains import agreement
 
 from test_methods import make, toy_batch
 from test_rfm import by_hand, gradient, tiny_rfm
@@ -68,6 +71,84 @@ def test_scores_of_distinct_inputs_stay_distinct_under_bf16_autocast(name):
     assert (scores != scores.bfloat16().float()).any()
 
 
+# -- the papers' constants and Adam's rule -------------------------------------------------------------------
+RFM_PAPER = {"inner_lr": 1e-3, "lr": 1e-3, "per_class": 10}  # rfm.txt "Training Details": alpha = beta = 1e-3,
+#                                                              Adam, 20 per domain; depth x10 from the authors' code
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # Kingma & Ba's defaults; the papers name Adam without its constants
+
+
+class AdamByHand:
+    """Adam's rule (Kingma & Ba, Algorithm 1) written out: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+    p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps); a parameter without a gradient stays and its t
+    does not advance."""
+
+    def __init__(self, lr: float):
+        self.lr, self.m, self.v, self.t = lr, {}, {}, {}
+
+    def step(self, params, grads) -> list[torch.Tensor]:
+        (b1, b2), out = ADAM_BETAS, []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
+                out.append(p)
+                continue
+            self.t[i] = self.t.get(i, 0) + 1
+            self.m[i] = b1 * self.m.get(i, 0) + (1 - b1) * g
+            self.v[i] = b2 * self.v.get(i, 0) + (1 - b2) * g * g
+            m_hat, v_hat = self.m[i] / (1 - b1 ** self.t[i]), self.v[i] / (1 - b2 ** self.t[i])
+            out.append(p - self.lr * m_hat / (v_hat.sqrt() + ADAM_EPS))
+        return out
+
+
+def check_adam_steps(method, batch, by_hand_total, lr: float, seed: int, steps: int = 3) -> None:
+    """``steps`` calls of ``method.update`` against Adam's rule at rate ``lr`` on the gradient of the objective
+    written out, each step's meta-test domain drawn as a permutation of the three domains from a copy of the
+    method's generator seeded with ``seed`` (MMD draws follow from the same generator)."""
+    method.generator.manual_seed(seed)
+    reference = copy.deepcopy(method)
+    generator = torch.Generator()
+    generator.set_state(method.generator.get_state())
+    adam, tests = AdamByHand(lr), []
+    for _ in range(steps):
+        order = torch.randperm(3, generator=generator).tolist()
+        tests.append(order[-1])
+        reference.train()
+        params = list(reference.parameters())
+        grads = torch.autograd.grad(by_hand_total(reference, order[:-1], order[-1], generator), params,
+                                    allow_unused=True)
+        with torch.no_grad():
+            for p, new in zip(params, adam.step([p.detach() for p in params], grads)):
+                p.copy_(new)
+        method.update(batch)
+    for (name, got), want in zip(method.named_parameters(), reference.parameters()):
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-12), name
+    assert len(set(tests)) > 1  # the steps exercised more than one meta-test domain
+
+
+def test_rfm_and_d2am_defaults_are_the_published_constants():
+    rfm, d2am = RFMConfig(), D2AMConfig()
+    assert {k: getattr(rfm, k) for k in RFM_PAPER} == RFM_PAPER and rfm.depth_weight == 10.0
+    assert rfm.reduction == "mean"  # the authors' code takes batch means
+    assert {k: getattr(d2am, k) for k in D2AM_PAPER} == D2AM_PAPER
+    assert {k: getattr(PDLConfig(), k) for k in PDL_PAPER} == PDL_PAPER
+    for method in (tiny_rfm(inner_lr=1e-3), tiny_d2am(inner_lr=1e-3)):
+        group = method.optimizer.param_groups[0]
+        assert type(method.optimizer) is torch.optim.Adam
+        assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (
+            RFM_PAPER["lr"] if isinstance(method.config, RFMConfig) else D2AM_PAPER["lr"], ADAM_BETAS, ADAM_EPS, 0)
+
+
+def test_rfm_steps_are_adam_on_the_unrolled_objective():
+    method, batch = tiny_rfm(lr=RFM_PAPER["lr"]), rfm_batch()
+    check_adam_steps(method, batch, lambda ref, train, test, g: by_hand(ref, batch, train, test)[0], RFM_PAPER["lr"],
+                     seed=3)
+
+
+def test_d2am_steps_are_adam_on_eqs_11_to_13():
+    method, batch = tiny_d2am(), d2am_batch()
+    check_adam_steps(method, batch, lambda ref, train, test, g: d2am_by_hand(ref, batch, train, test, g),
+                     D2AM_PAPER["lr"], seed=3)
+
+
 # -- D²AM ----------------------------------------------------------------------------------------------------
 class TinyMeta(nn.Module):
     def __init__(self, channels: int):
@@ -84,13 +165,21 @@ def tiny_d2am(**overrides) -> D2AM:
     torch.manual_seed(0)
     feature = D2AMFeatureExtractor(in_channels=2, width=4, block=(4, 4, 8), reduction=4)
     depth = nn.Conv2d(24, 1, 1)
-    config = D2AMConfig(inner_lr=ALPHA, first_epoch="style", **overrides)
+    config = D2AMConfig(**{"inner_lr": ALPHA, "first_epoch": "style", **overrides})
     return D2AM(feature, depth, TinyMeta(8), config).double()
 
 
+# D²AM's published constants (d2am.md, "Implementation Details"): alpha 1e-3, beta 1e-4 with Adam, lambda_p 0.1,
+# lambda_m 0.05, K 3; Eqs. 12-13 add L_Dep unweighted; Adam's own constants (Kingma & Ba): betas 0.9, 0.999, eps 1e-8
+D2AM_PAPER = {"inner_lr": 1e-3, "lr": 1e-4, "entropy_weight": 0.1, "mmd_weight": 0.05, "domains": 3,
+              "depth_weight": 1.0, "reduction": "sum"}
+LAMBDA_P, LAMBDA_M = 0.1, 0.05
+
+
 def d2am_by_hand(method: D2AM, batch, train, test, generator: torch.Generator, entropy=enhancement_entropy):
-    """Eqs. 7-13 written out; the meta learner's forward by hand, MMD against N(0, I) draws in the method's order."""
-    cfg = method.config
+    """Eqs. 7-13 written out with the paper's lambdas as numbers and its sums over each batch (Eq. 8: BCE
+    summed over B_i; Eq. 10: ||D(E(x)) - I||^2 summed over B_i, i.e. over every pixel; L_P of Eq. 7 summed over
+    B_i likewise); the meta learner's forward by hand, MMD against N(0, I) draws in the method's order."""
     W1, b1, W2, b2 = method.meta.hidden.weight, method.meta.hidden.bias, method.meta.out.weight, method.meta.out.bias
 
     def meta(f, w1, c1, w2, c2):
@@ -100,25 +189,31 @@ def d2am_by_hand(method: D2AM, batch, train, test, generator: torch.Generator, e
     def mmd(h):
         return gaussian_mmd(h.float(), torch.randn(h.shape, generator=generator).to(h.device))
 
+    def bce_sum(logit, y):
+        return -(y * F.logsigmoid(logit) + (1 - y) * F.logsigmoid(-logit)).sum()
+
+    def depth_sum(f, target):
+        return (method.depth(f) - target).square().sum()
+
     x, y, d, target = batch["image"], batch["label"].double(), batch["domain"], batch["depth"]
     total, fast_weights = 0, []
     for dom in train:
         for_depth, for_meta, parts = method.feature(x[d == dom])
         logit, h = meta(for_meta, W1, b1, W2, b2)
-        inner = F.binary_cross_entropy_with_logits(logit, y[d == dom]) + cfg.mmd_weight * mmd(h)
+        inner = bce_sum(logit, y[d == dom]) + LAMBDA_M * mmd(h)
         grads = torch.autograd.grad(inner, (W1, b1, W2, b2), create_graph=True)
-        fast_weights.append([p - ALPHA * g for p, g in zip((W1, b1, W2, b2), grads)])
-        total = total + inner + F.mse_loss(method.depth(for_depth), target[d == dom])
+        fast_weights.append([p - method.config.inner_lr * g for p, g in zip((W1, b1, W2, b2), grads)])
+        total = total + inner + depth_sum(for_depth, target[d == dom])
         for drlm, (f_minus, _) in zip(method.feature.drlm, parts):  # L_p through a constant probe; W_p's own fit
             pooled = f_minus.mean((2, 3))
             p_logit = (pooled @ drlm.probe.weight.detach().T + drlm.probe.bias.detach()).squeeze(1)
-            total = total + cfg.entropy_weight * entropy(p_logit)
+            total = total + LAMBDA_P * entropy(p_logit).sum()
             total = total + F.binary_cross_entropy_with_logits(drlm.probe(pooled.detach()).squeeze(1), y[d == dom])
     for_depth, for_meta, _ = method.feature(x[d == test])
-    total = total + F.mse_loss(method.depth(for_depth), target[d == test])
+    total = total + depth_sum(for_depth, target[d == test])
     for fast in fast_weights:
         logit, h = meta(for_meta, *fast)
-        total = total + F.binary_cross_entropy_with_logits(logit, y[d == test]) + cfg.mmd_weight * mmd(h)
+        total = total + bce_sum(logit, y[d == test]) + LAMBDA_M * mmd(h)
     return total
 
 
@@ -150,14 +245,23 @@ def test_d2am_objective_and_meta_gradient_equal_the_equations(entropy):
 
 
 # -- PDL-FAS -------------------------------------------------------------------------------------------------
-def test_pdl_objective_is_rfms_with_unweighted_depth_on_pseudo_domains():
+# pdl-fas.txt, "Implementation details": alpha = beta = 1e-3 with Adam; Eqs. 4-9: unweighted sums over each batch
+PDL_PAPER = {"inner_lr": 1e-3, "lr": 1e-3, "depth_weight": 1.0, "reduction": "sum", "domains": 3}
+
+
+def test_pdl_objective_is_eqs_4_to_9_sums_on_pseudo_domains_and_means_are_the_named_alternative():
     method, batch = tiny_rfm(), rfm_batch()
     pdl = PDL(copy.deepcopy(method.feature), copy.deepcopy(method.depth), copy.deepcopy(method.meta),
               PDLConfig(inner_lr=ALPHA)).double()
     ours = pdl.objective(batch, [[0], [2]], 1)
-    reference, *_ = by_hand(pdl, batch, [0, 2], 1, depth_weight=1)
+    reference, *_ = by_hand(pdl, batch, [0, 2], 1, depth_weight=1, sums=True)
     assert torch.allclose(ours["total"], reference, rtol=1e-12)
     assert torch.allclose(gradient(ours["total"], pdl), gradient(reference, pdl), rtol=1e-9, atol=1e-12)
+    # RFM's code, named: means and depth x10
+    rfm_like = PDL(pdl.feature, pdl.depth, pdl.meta, PDLConfig(inner_lr=ALPHA, reduction="mean", depth_weight=10))
+    means, *_ = by_hand(pdl, batch, [0, 2], 1, depth_weight=10)
+    assert torch.allclose(rfm_like.objective(batch, [[0], [2]], 1)["total"], means, rtol=1e-12)
+    assert not torch.allclose(means, reference, rtol=1e-3)  # 4 samples and 36 pixels per domain: far apart
 
 
 def test_pdl_domain_features_are_mean_and_variance_of_the_named_layers():
@@ -193,8 +297,29 @@ def ccdd_energy(method, features, labels, domains, discriminator, weight, reduce
     return domain
 
 
+# ccdd.txt "Implementation details": SGD lr 3e-4, momentum 0.9, weight decay 1e-5, constant GRL factor 0.2,
+# lambda_IB = lambda_VB = 1, 16 images and 2 sequences of 8 frames per domain, LSTM hidden 256
+CCDD_PAPER = {"lr": 3e-4, "momentum": 0.9, "weight_decay": 1e-5, "grl_factor": 0.2, "image_weight": 1.0,
+              "video_weight": 1.0, "clip_length": 8, "lstm_hidden": 256, "reduction": "sum"}
+GRL, MOMENTUM, WEIGHT_DECAY = 0.2, 0.9, 1e-5
+
+
+def test_ccdd_and_meta_pattern_defaults_are_the_published_constants():
+    config = CCDDVideoConfig()
+    assert {k: getattr(config, k) for k in CCDD_PAPER} == CCDD_PAPER
+    assert 2 * config.per_class == 16 and 2 * config.clips_per_class == 2  # per domain
+    method = CCDD.create(CCDDConfig(pretrained="none"), "small", [0, 1, 2], seed=0)
+    group = method.optimizer.param_groups[0]
+    assert type(method.optimizer) is torch.optim.SGD and not group["nesterov"] and group["dampening"] == 0
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (3e-4, MOMENTUM, WEIGHT_DECAY)
+    # metapattern.txt: K = 4 inner steps, SGD momentum 0.9; the released code: 4 per (domain, class)
+    mp = MetaPatternConfig()
+    assert (mp.inner_steps, mp.momentum, mp.per_class, mp.variant, mp.stream_fusion) == (4, 0.9, 4, "released", "sum")
+
+
 def ccdd_step_by_hand(reference, loss_cls, loss_domain, encoder_side, head_side, weight, buffers):
-    """GRL: the encoder side gets grad(L_c) - 0.2 weight grad(L_dom); the discriminator + weight grad(L_dom)."""
+    """GRL: the encoder side gets grad(L_c) - 0.2 weight grad(L_dom); the discriminator + weight grad(L_dom);
+    then SGD with the paper's momentum 0.9 and weight decay 1e-5 at the test's rate."""
     cfg = reference.config
     names = [n for n, _ in reference.named_parameters()]
     params = list(reference.parameters())
@@ -204,12 +329,12 @@ def ccdd_step_by_hand(reference, loss_cls, loss_domain, encoder_side, head_side,
     for n, p, a, b in zip(names, params, g_cls, g_dom):
         if any(n.startswith(s) for s in encoder_side) and (a is not None or b is not None):
             zero = torch.zeros_like(p)
-            grads.append((zero if a is None else a) - cfg.grl_factor * weight * (zero if b is None else b))
+            grads.append((zero if a is None else a) - GRL * weight * (zero if b is None else b))
         elif any(n.startswith(s) for s in head_side):
             grads.append(None if b is None else weight * b)
         else:
             grads.append(a)
-    return sgd_step([p.detach() for p in params], grads, buffers, cfg.lr, cfg.momentum, cfg.weight_decay)
+    return sgd_step([p.detach() for p in params], grads, buffers, cfg.lr, MOMENTUM, WEIGHT_DECAY)
 
 
 def test_ccdd_image_step_follows_eq1_with_sums():
@@ -241,7 +366,7 @@ def test_ccdd_image_step_follows_eq1_with_sums():
 
 
 def test_ccdd_video_step_follows_eq2_after_the_image_step():
-    config = CCDDConfig(pretrained="none", dropout=0.0, lr=0.05, clip_length=2, lstm_hidden=8)
+    config = CCDDVideoConfig(pretrained="none", dropout=0.0, lr=0.05, clip_length=2, lstm_hidden=8)
     torch.manual_seed(0)
     method = CCDDVideo.create(config, "small", [0, 1, 2], seed=0).double()
     reference = copy.deepcopy(method)
@@ -315,3 +440,69 @@ def test_meta_pattern_update_is_algorithm_1(variant):
         assert torch.allclose(got, want, rtol=1e-7, atol=1e-10), name
     for (name, got), want in zip(method.hfn.named_parameters(), expected_theta):
         assert torch.allclose(got, want, rtol=1e-7, atol=1e-10), name
+
+
+# -- the meta-test domain -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["rfm", "pdl", "d2am", "metapattern"])
+def test_the_held_out_domain_is_drawn_each_step_and_every_domain_gets_its_turn(name):
+    """RFM, PDL-FAS and D²AM draw their meta-test domain, Meta Pattern its D_phi, at random each iteration
+    (rfm.txt Algorithm 1 "randomly select", d2am.md Algorithm 1 line 10, metapattern.txt Algorithm 1)."""
+    method = make(name)
+    domains = torch.arange(3).repeat_interleave(4)
+    batch = {"domain": domains, "label": torch.tensor([1, 1, 0, 0] * 3)}
+    held, splits = [], set()
+
+    def record(batch, train, test):
+        trained = sorted(d for group in train for d in (group if isinstance(group, list) else [group]))
+        splits.add((tuple(trained), test))
+        held.append(test)
+
+    def draws(seed: int) -> list[int]:
+        method.generator.manual_seed(seed)
+        held.clear()
+        for _ in range(60):
+            if name == "metapattern":
+                test, others = method.split_domains(domains)
+                record(batch, others, test)
+            else:
+                method.objective = record  # the step's losses for the split it drew
+                method.losses(batch)
+        return list(held)
+
+    first = draws(0)
+    counts = np.bincount(first, minlength=3)
+    assert (counts >= 10).all(), counts  # each of 3 domains about 20 times in 60 draws
+    assert all(train + (test,) != () and sorted(train + (test,)) == [0, 1, 2] for train, test in splits)
+    assert first == draws(0) and first != draws(1)  # drawn from the method's own (checkpointed) generator
+
+
+def test_d2am_means_are_the_sums_over_batch_and_pixels():
+    batch = d2am_batch()
+    sums, means = tiny_d2am(), tiny_d2am(reduction="mean")
+    means.load_state_dict(sums.state_dict())
+    a, b = sums.objective(batch, [2, 0], 1), means.objective(batch, [2, 0], 1)
+    per_domain, pixels = 4, batch["depth"][0].numel()  # 4 samples per domain, 2 x 2 maps
+    assert float(a["cls_train"]) == pytest.approx(per_domain * float(b["cls_train"]), rel=1e-9)
+    assert float(a["dep_train"]) == pytest.approx(per_domain * pixels * float(b["dep_train"]), rel=1e-9)
+    assert float(a["entropy"]) == pytest.approx(per_domain * float(b["entropy"]), rel=1e-9)
+    assert float(a["probe"]) == pytest.approx(float(b["probe"]), rel=1e-9)  # the probe's fit is a mean in both
+    with pytest.raises(ValueError, match="reduction"):
+        tiny_d2am(reduction="total")
+
+
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_d2am_clusters_the_raw_domain_features_unless_zscore_is_asked(epoch):
+    """d2am.md: K-means on df(x) (the first epoch on all samples, later per class); a wide noise column then
+    outweighs a narrow informative one, which standardising the columns first brings back."""
+    rng = np.random.default_rng(0)
+    groups, labels = np.repeat([0, 1], 40), np.tile([1, 0], 40)
+    raw, zscore = tiny_d2am(domains=2, select=False), tiny_d2am(domains=2, select=False, cluster_features="zscore")
+    widths = [d.probe.in_features for d in raw.feature.drlm]
+    features = np.zeros((80, 3 * sum(widths)))
+    features[:, 0] = rng.uniform(0, 100, 80)  # the first DRLM's first channel mean: wide, no structure
+    features[:, 1] = groups + 0.01 * rng.standard_normal(80)  # its second channel mean: two tight groups
+    previous = None if epoch == 0 else groups
+    assert agreement(zscore.assign_domains(features, labels, previous, epoch), groups) == 1.0
+    assert agreement(raw.assign_domains(features, labels, previous, epoch), groups) < 0.2
+    with pytest.raises(ValueError, match="cluster_features"):
+        tiny_d2am(cluster_features="pca")

@@ -2,6 +2,8 @@
 relabelling, ImageNet weight loading."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -24,16 +26,15 @@ def test_gradient_reversal_flips_and_scales_the_gradient_exactly():
 
 def test_entropy_losses_follow_eq7_and_the_two_sided_form():
     logits = torch.linspace(-6, 6, 2401)
-    paper = torch.stack([enhancement_entropy(v.reshape(1)) for v in logits])
-    binary = torch.stack([binary_enhancement_entropy(v.reshape(1)) for v in logits])
+    paper, binary = enhancement_entropy(logits), binary_enhancement_entropy(logits)
+    assert paper.shape == binary.shape == logits.shape  # per sample: the method reduces over its batch
     # Eq. 7 as written, P log P, is smallest at P = 1/e (value -1/e); the two-sided form at P = 1/2 (-log 2)
     assert torch.sigmoid(logits[paper.argmin()]) == pytest.approx(np.exp(-1), abs=2e-3)
     assert paper.min() == pytest.approx(-np.exp(-1), abs=1e-6)
     assert logits[binary.argmin()].abs() < 1e-6 and binary.min() == pytest.approx(-np.log(2), abs=1e-6)
-    p = torch.tensor([0.3, 0.9])  # hand-computed means
-    assert enhancement_entropy(torch.logit(p)) == pytest.approx(float((p * p.log()).mean()), abs=1e-6)
-    expected = (p * p.log() + (1 - p) * (1 - p).log()).mean()
-    assert binary_enhancement_entropy(torch.logit(p)) == pytest.approx(float(expected), abs=1e-6)
+    p = torch.tensor([0.3, 0.9])  # by hand: 0.3 ln 0.3 = -0.361192, 0.9 ln 0.9 = -0.094825, 0.7 ln 0.7 = -0.249672
+    assert torch.allclose(enhancement_entropy(torch.logit(p)), torch.tensor([-0.361192, -0.094825]), atol=1e-6)
+    assert torch.allclose(binary_enhancement_entropy(torch.logit(p)), torch.tensor([-0.610864, -0.325083]), atol=1e-6)
 
 
 def test_mmd_is_near_zero_for_one_distribution_and_grows_with_a_shift():
@@ -181,3 +182,18 @@ def test_d2am_first_epoch_uses_local_imagenet_weights_and_later_ones_one_channel
         permuted = method.clustering_features(method.domain_features({"image": x[order]}, epoch=1).numpy())
     assert np.allclose(permuted, selected[order.numpy()], atol=1e-6)  # rows move, columns keep their channels
     assert "_imagenet" not in dict(method.named_modules()) and not any("resnet" in k for k in method.state_dict())
+
+
+def test_mmd_equals_the_biased_estimate_with_five_gaussians_written_out():
+    """Eq. 9's ||mean phi(h_s) - mean phi(h_t)||^2 with k(a, b) = sum_s exp(-|a - b|^2 / (2 s^2 d)), s in 1, 2, 4,
+    8, 16, as pairwise sums over two small samples of unequal size (the estimate is not symmetric in n, m)."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(3, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64) + 1
+
+    def k(a, b):
+        return sum(math.exp(-float(((a - b) ** 2).sum()) / (2 * s * s * 2)) for s in (1, 2, 4, 8, 16))
+
+    xx = sum(k(a, b) for a in x for b in x) / 9
+    yy = sum(k(a, b) for a in y for b in y) / 25
+    xy = sum(k(a, b) for a in x for b in y) / 15
+    assert float(gaussian_mmd(x, y)) == pytest.approx(xx + yy - 2 * xy, rel=1e-12)

@@ -16,6 +16,7 @@ import torch
 from fas_train.data import ClipDataset, ClipSampler, ShardDataset, load_build
 from fas_train.methods import METHODS
 from fas_train.methods.metapattern import MetaPattern, MetaPatternConfig, chunk_rows, select
+from fas_train.metrics import compared_metrics
 from fas_train.models.metapattern_nets import HFM, HFN
 from fas_train.train import RunConfig, run
 
@@ -109,6 +110,24 @@ def test_meta_pattern_chunks_split_every_block():
         MetaPattern(MetaPatternConfig(second_stream="target"), "small")
 
 
+def test_hfm_is_eq9_sum_and_the_released_codes_mean_on_request():
+    """metapattern.txt Eq. 9: m_i = C(m_t) + C(m_b) + U[C(m_{i-1})]; the released code averages the streams."""
+    torch.manual_seed(0)
+    top, bottom, previous = torch.rand(2, 4, 4, 4), torch.rand(2, 3, 4, 4), torch.rand(2, 5, 2, 2)
+    sums = HFM(4, 3, 5, 6)
+    means = HFM(4, 3, 5, 6, streams="mean")
+    means.load_state_dict(sums.state_dict())
+    up = torch.nn.functional.interpolate(sums.previous(previous), size=(4, 4), mode="nearest")
+    with torch.no_grad():
+        assert torch.allclose(sums(top, bottom, previous), sums.top(top) + sums.bottom(bottom) + up, atol=1e-6)
+        assert torch.allclose(means(top, bottom, previous), (sums.top(top) + sums.bottom(bottom)) / 2 + up, atol=1e-6)
+    assert MetaPatternConfig().stream_fusion == "sum"
+    method = MetaPattern(MetaPatternConfig(stream_fusion="mean", pretrained="none"), "small")
+    assert all(f.scale == 0.5 for f in method.hfn.fusions)
+    with pytest.raises(ValueError, match="stream fusion"):
+        HFM(4, 3, None, 6, streams="max")
+
+
 def test_hfm_and_hfn_output_shapes():
     fusion = HFM(top=64, bottom=32, previous=16, out=8)
     out = fusion(torch.rand(2, 64, 8, 8), torch.rand(2, 32, 8, 8), torch.rand(2, 16, 4, 4))
@@ -185,6 +204,14 @@ def test_video_branch_trains_and_is_reported_per_video(train_build, tmp_path):
     run_info = json.loads((tmp_path / "video" / "run.json").read_text())
     assert run_info["channels"] == ["rgb"] and run_info["hparams"]["pretrained_weights"].startswith("random")
     assert result["provenance"]["pretrained_weights"] == "random initialisation (pretrained=none, asked for)"
+    # the full model's number is the video branch's (ccdd.txt: one label per sequence): compared and selected on
+    assert result["compared"] == "video_branch" and compared_metrics(result, "frame") == (branch, "video branch")
+    assert {"video_branch_eer", "video_branch_auc"} <= set(result["selection_scores"])
+    validation = [json.loads(line) for line in (tmp_path / "video" / "metrics.jsonl").read_text().splitlines()]
+    assert all("video_branch_eer" in r for r in validation if r["kind"] == "validation")
+    image = run(run_config(train_build, tmp_path / "image", "ccdd-video", 1, options=("clip_length=2", "score=image")))
+    assert image["compared"] == "frame_scores" and compared_metrics(image, "frame")[1] == "frame"
+    assert "video_branch" in image["metrics"]  # still reported beside it
 
 
 def test_hfn_with_depth_reads_the_unmasked_estimate_never_the_target(train_build, tmp_path):
@@ -197,3 +224,18 @@ def test_hfn_with_depth_reads_the_unmasked_estimate_never_the_target(train_build
     spoof = np.flatnonzero(samples["label"].to_numpy() == "spoof")[:4]
     batch = data.__getitems__(spoof)
     assert batch["depth"].max() == 0 and batch["image"][:, 3:].amax((1, 2, 3)).min() > 0  # attacks get a map
+
+
+def test_ccdd_unbalanced_draw_reaches_both_samplers(train_build, tmp_path):
+    """ccdd.txt: 16 images and 2 clips per domain, class balance unstated; ``balanced=false`` draws them so."""
+    from fas_train import train as loop
+    for balanced in (True, False):
+        cfg = run_config(train_build, tmp_path, "ccdd-video", 1, options=("clip_length=2", f"balanced={balanced}"))
+        _, _, _, ((_, train_set), _, _) = loop.run_data(cfg)
+        method = loop.build_method(cfg, sorted(set(train_set.domains.tolist())))
+        frames, _, clips = loop.samplers(cfg, method, train_set, 0, 1)
+        assert frames.class_balanced is clips.videos.class_balanced is balanced
+        domains = len(set(train_set.domains.tolist()))
+        assert frames.batch_size == 2 * cfg.per_class * domains and clips.videos.batch_size == 2 * domains
+        keys = sorted(frames.groups)
+        assert len(keys) == (2 * domains if balanced else domains)

@@ -48,11 +48,18 @@ def test_perfect_and_inverted_scores():
 
 
 def test_video_level_is_the_mean_of_frame_scores():
-    frames = pd.DataFrame({"video_id": ["a", "a", "b", "b", "c"], "label": [1, 1, 0, 0, 0],
-                           "attack": ["none", "none", "print", "print", "replay"], "score": [0.2, 0.4, 0.9, 0.5, 0.1]})
+    # video a has 5 frames whose mean (0.42), median (0.3), mid-range (0.5), first (0.1) and last (0.6) differ;
+    # its rows are interleaved with b's, as a shuffled scores file would have them
+    frames = pd.DataFrame({"video_id": ["a", "b", "a", "a", "b", "a", "c", "a", "b"],
+                           "label": [1, 0, 1, 1, 0, 1, 0, 1, 0],
+                           "attack": ["none", "print", "none", "none", "print", "none", "replay", "none", "print"],
+                           "score": [0.1, 0.9, 0.9, 0.2, 0.5, 0.3, 0.1, 0.6, 0.7]})
     videos = video_level(frames).set_index("video_id")
-    assert videos.loc["a", "score"] == pytest.approx(0.3) and videos.loc["b", "frames"] == 2
-    bad = frames.assign(label=[1, 0, 0, 0, 0])
+    assert videos.loc["a", "score"] == pytest.approx(0.42) and videos.loc["a", "frames"] == 5
+    assert videos.loc["b", "score"] == pytest.approx(0.7) and videos.loc["b", "frames"] == 3
+    assert videos.loc["c", "score"] == pytest.approx(0.1) and videos.loc["b", "label"] == 0
+    assert list(video_level(frames, "median").set_index("video_id")["score"]) == [0.3, 0.7, 0.1]
+    bad = frames.assign(label=[1, 0, 1, 0, 0, 1, 0, 1, 0])  # a frame of a labelled spoof
     with pytest.raises(ValueError, match="different labels"):
         video_level(bad)
 
@@ -60,11 +67,14 @@ def test_video_level_is_the_mean_of_frame_scores():
 def test_report_names_both_thresholds():
     frames = pd.DataFrame({"video_id": [f"v{i // 2}" for i in range(14)], "label": np.repeat(LABELS, 2),
                            "attack": np.repeat(ATTACKS, 2), "score": np.repeat(SCORES, 2)})
-    out = report(frames, source_threshold=0.5, video_source_threshold=0.5)
+    out = report(frames, source_threshold=0.35, video_source_threshold=0.35)
     assert out["frame"]["samples"] == 14 and out["video"]["samples"] == 7
-    assert out["video"]["hter_at_target_eer_threshold"] == pytest.approx(error_rates(SCORES, LABELS, 0.7).hter)
-    assert out["video"]["hter_at_source_threshold"] == pytest.approx((0.25 + 1 / 3) / 2)
-    assert out["video"]["apcer_worst"] == 0.5 and out["video"]["acer"] == pytest.approx((0.5 + 1 / 3) / 2)
+    # the oracle threshold is the target's EER one, 0.7: FAR 1/4 (0.7 passes), FRR 1/3 (0.4 fails)
+    assert out["video"]["hter_at_target_eer_threshold"] == pytest.approx((0.25 + 1 / 3) / 2)
+    # the deployable one is the source's, 0.35: FAR 1/4, FRR 0: a different number from the oracle's
+    assert out["video"]["hter_at_source_threshold"] == pytest.approx(0.125)
+    assert out["video"]["apcer_worst"] == 0.5 and out["video"]["bpcer"] == 0.0
+    assert out["video"]["acer"] == pytest.approx(0.25)
     assert "apcer" not in report(frames)["frame"]  # no source threshold, no deployable numbers
 
 

@@ -33,7 +33,7 @@ class TinyMeta(nn.Module):
 
 def tiny_rfm(**overrides):
     torch.manual_seed(0)
-    config = RFMConfig(inner_lr=ALPHA, **overrides)
+    config = RFMConfig(**{"inner_lr": ALPHA, **overrides})
     return RFM(TinyFeature(), nn.Conv2d(3, 1, 1), TinyMeta(), config).double()
 
 
@@ -46,8 +46,10 @@ def toy_batch(seed=1):
     return {"image": image, "label": labels, "domain": domains, "depth": depth}
 
 
-def by_hand(method, batch, train_domains, test_domain, second_order=True, depth_weight=10):
-    """RFM's objective written out: the meta learner's forward by hand, the inner step unrolled."""
+def by_hand(method, batch, train_domains, test_domain, second_order=True, depth_weight=10, sums=False):
+    """RFM's objective written out: the meta learner's forward by hand, the inner step unrolled; batch means
+    (RFM's code: BCE mean, depth MSE over the batch and the pixels) or, with ``sums``, the sums of PDL-FAS's
+    Eqs. 4-7 (BCE summed over the batch, ||D(F(x)) - I||^2 summed over the batch and the pixels)."""
     W1, b1, W2, b2 = (method.meta.hidden.weight, method.meta.hidden.bias, method.meta.out.weight, method.meta.out.bias)
 
     def meta(h, w1, c1, w2, c2):
@@ -59,19 +61,25 @@ def by_hand(method, batch, train_domains, test_domain, second_order=True, depth_
     def depth(h):
         return F.conv2d(h, method.depth.weight, method.depth.bias)
 
+    def bce(logit, y):
+        return F.binary_cross_entropy_with_logits(logit, y, reduction="sum" if sums else "mean")
+
+    def depth_error(h, target):
+        return F.mse_loss(depth(h), target, reduction="sum" if sums else "mean")
+
     x, y, d, target = batch["image"], batch["label"].double(), batch["domain"], batch["depth"]
     total, fast_weights, inner_grads = 0, [], []
     for dom in train_domains:
         h = feature(x[d == dom])
-        cls = F.binary_cross_entropy_with_logits(meta(h, W1, b1, W2, b2), y[d == dom])
+        cls = bce(meta(h, W1, b1, W2, b2), y[d == dom])
         grads = torch.autograd.grad(cls, (W1, b1, W2, b2), create_graph=True)
         inner_grads.append(grads)
         used = grads if second_order else [g.detach() for g in grads]
         fast_weights.append([p - ALPHA * g for p, g in zip((W1, b1, W2, b2), used)])
-        total = total + cls + depth_weight * F.mse_loss(depth(h), target[d == dom])
+        total = total + cls + depth_weight * depth_error(h, target[d == dom])
     h = feature(x[d == test_domain])
-    total = total + depth_weight * F.mse_loss(depth(h), target[d == test_domain])
-    test_losses = [F.binary_cross_entropy_with_logits(meta(h, *fast), y[d == test_domain]) for fast in fast_weights]
+    total = total + depth_weight * depth_error(h, target[d == test_domain])
+    test_losses = [bce(meta(h, *fast), y[d == test_domain]) for fast in fast_weights]
     return total + sum(test_losses), inner_grads, fast_weights, test_losses
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -19,7 +20,7 @@ from fas_train.cli import build_parser
 from fas_train.methods import METHODS
 from fas_train.protocols import CONFIGS, load_protocol
 from fas_train.sweep import gpu_slot, load_sweep, run_sweep, train_command
-from fas_train.table import load_published
+from fas_train.table import frames_per_video, load_published, published_row, run_level, run_rows
 from fas_train.train import RunConfig
 
 SETTINGS = {"steps": 4, "eval_every": 2, "per_class": 2, "network": "small", "input_size": 32, "device": "cpu"}
@@ -156,6 +157,7 @@ def test_published_numbers_name_their_paper_and_table():
         assert {"paper", "table", "where", "method", "protocol", "hter", "auc"} <= set(entry), entry
         assert entry["method"] in METHODS and entry["protocol"] in protocols, entry
         assert entry["auc"] is not None and all(0 <= entry[k] <= 100 for k in ("hter", "auc") if entry[k] is not None)
+        assert entry["level"] in ("frame", "video", "video branch") and isinstance(entry["frames"], str), entry
     assert len({(e["method"], e["protocol"]) for e in entries}) == len(entries)  # one number per method and cell
     assert {e["paper"] for e in entries} == {"RFM", "D2AM", "PDL-FAS", "CCDD", "Meta Pattern"}
 
@@ -166,3 +168,29 @@ def test_shipped_sweeps_and_the_makefiles_load():
         assert sweep.name == path.stem and len(sweep.runs) == len({r.run_id for r in sweep.runs}) > 0
     named = re.findall(r"fas_train sweep (\w+)", (Path(__file__).parents[1] / "Makefile").read_text())
     assert named == ["benchmark_mico"] and len(load_sweep(named[0]).runs) == 7 * 4 * 3
+
+
+def test_a_paper_level_sweep_compares_each_method_at_its_published_level(tmp_path, train_build):
+    """RFM's numbers are frame-level (its code scores frames), CCDD's the video branch's, Meta Pattern's taken
+    at video level: ``level: paper`` tabulates each run so, and the published row says how both were made."""
+    assert [run_level("paper", m) for m in ("rfm", "d2am", "pdl", "metapattern", "erm")] == \
+        ["frame", "frame", "frame", "video", "video"]
+    assert run_level("frame", "metapattern") == "frame" and run_level("video", "rfm") == "video"
+    runs = []
+    for method, compared in (("rfm", "frame_scores"), ("metapattern", "frame_scores"), ("ccdd-video", "video_branch")):
+        folder = tmp_path / method
+        folder.mkdir()
+        metrics = {level: {"auc": auc, "hter_at_target_eer_threshold": 0.1} for level, auc in
+                   (("frame", 0.6), ("video", 0.7), ("video_branch", 0.8))}
+        (folder / "report.json").write_text(json.dumps({"protocol": "mico_OCI_to_M", "variant": "all", "selection":
+                                                        "source validation", "compared": compared, "metrics": metrics}))
+        runs.append(SimpleNamespace(folder=folder, run_id=method, label=method, protocol="mico_OCI_to_M", seed=0,
+                                    variant=None, config=SimpleNamespace(method=method)))
+    rows = run_rows(SimpleNamespace(runs=runs, level="paper")).set_index("method")
+    assert rows.loc["rfm", "auc"] == 0.6 and rows.loc["metapattern", "auc"] == 0.7
+    assert rows.loc["ccdd-video", "auc"] == 0.8 and rows.loc["ccdd-video", "level"] == "video branch"
+    assert frames_per_video(train_build) == "2 evenly spaced frames per video"
+    paper = {e["protocol"]: e for e in load_published() if e["method"] == "rfm"}
+    row = published_row(paper, ["O&C&I->M"], lambda column: None, "ours: frame level, 2 evenly spaced frames per video")
+    assert "(RFM, Table 1; frame level, every pre-cut frame; ours: frame level, 2 evenly spaced" in row
+    assert "| 13.89 | 93.98 |" in row

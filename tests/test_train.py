@@ -252,3 +252,41 @@ def test_options_take_their_fields_types(train_build, tmp_path):
                          ("nope=1", "rfm's options: inner_lr (float, default 0.001)")):
         with pytest.raises(ValueError, match=rf"option '{re.escape(option)}': .*{re.escape(says)}"):
             method_config(config(train_build, tmp_path, 1, options=(option,)))
+
+
+@pytest.mark.parametrize("method", ["rfm", "ccdd-video"])
+def test_model_selection_scores_source_validation_never_the_target(train_build, tmp_path, monkeypatch, method):
+    """The honest default scores only the held-out source videos (the ORACLE mode only the target), and a
+    checkpoint is kept by the method's own number: frame scores, or CCDD's video branch."""
+    from fas_train import train as loop
+    options = ("pretrained=none", "clip_length=2") if method == "ccdd-video" else ()
+    seen = []
+    for name in ("score", "video_scores"):
+        real = getattr(loop, name)
+        monkeypatch.setattr(loop, name, lambda m, dataset, *a, real=real, name=name: seen.append((name, dataset))
+                            or real(m, dataset, *a))
+    for oracle in (False, True):
+        cfg = config(train_build, tmp_path / str(oracle), 1, method=method, options=options, select_on_target=oracle)
+        _, _, _, ((_, train_set), (val_rows, val_set), (target_rows, target_set)) = loop.run_data(cfg)
+        model = loop.build_method(cfg, sorted(set(train_set.domains.tolist())))
+        cfg = loop.resolved(cfg, model)
+        (tmp_path / str(oracle)).mkdir()
+        seen.clear()
+        keys = loop.selection_keys(model)
+        state = {"step": 1, "best": {"step": 0, keys[0]: 1.0, keys[1]: 0.0}}  # a worst-possible kept entry
+        loop.evaluate_and_select(model, cfg, torch.device("cpu"), state, val_set, val_rows, target_set, target_rows,
+                                 tmp_path / str(oracle))
+        expected = target_set if oracle else val_set
+        assert seen and all(dataset is expected for _, dataset in seen), seen
+        assert {name for name, _ in seen} == ({"score", "video_scores"} if method == "ccdd-video" else {"score"})
+        assert state["best"]["step"] == 1  # beat the worst entry
+        entry = state["best"]
+        unbeatable = {**entry, "step": 0, keys[0]: 0.0, keys[1]: 1.0}  # only its own keys are perfect
+        other = ("eer", "auc") if method == "ccdd-video" else None
+        if other:
+            unbeatable.update({other[0]: 1.0, other[1]: 0.0})  # the image branch's as bad as can be
+        state = {"step": 2, "best": unbeatable}
+        loop.evaluate_and_select(model, cfg, torch.device("cpu"), state, val_set, val_rows, target_set, target_rows,
+                                 tmp_path / str(oracle))
+        assert state["best"]["step"] == 0  # ranked by the method's own keys
+    assert keys == (("video_branch_eer", "video_branch_auc") if method == "ccdd-video" else ("eer", "auc"))

@@ -8,8 +8,19 @@ from dataclasses import asdict
 import torch
 from torch import distributed as dist
 from torch import nn
+from torch.nn import functional as F
 
+from ..losses import depth_errors
 from ..models.precision import full_precision
+
+
+REDUCTIONS = ("sum", "mean")
+
+
+def check_reduction(reduction: str) -> None:
+    """Refuses a ``reduction`` option other than "sum" (the equations' sums over a batch) or "mean"."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}: use 'sum' (the equations' sums) or 'mean'")
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -58,9 +69,14 @@ class Method(nn.Module):
     samples each epoch), ``single_class_domains`` (its pseudo-domains may hold one class), ``clip_length``
     (if > 0, each batch also carries clips of that many frames under ``clip``), ``batch_chunks`` (the
     sampler draws ``per_class x batch_chunks`` per (domain, class): a method that takes several mini-batches
-    per step cuts them from the blocks)."""
+    per step cuts them from the blocks), ``class_balanced`` (if false, each domain's block is ``2 x per_class``
+    samples of any class), ``scores_videos`` (if true, the method's own number is its video branch's, one
+    score per video from :meth:`predict_video`: model selection, the report's ``compared`` section and the
+    sweep table use it)."""
 
     pseudo_domains = False
+    class_balanced = True
+    scores_videos = False
     single_class_domains = False
     clip_length = 0
     batch_chunks = 1
@@ -95,6 +111,24 @@ class Method(nn.Module):
 
     def losses(self, batch: dict) -> dict:
         raise NotImplementedError
+
+    def reduce(self, losses: torch.Tensor) -> torch.Tensor:
+        """Per-example losses -> ``config.reduction``: "sum", the sum over the batch the papers' equations
+        write (under DDP scaled by the number of processes, so that DDP's gradient average is the sum over the
+        global batch), or "mean"."""
+        if self.config.reduction == "mean":
+            return losses.mean()
+        return losses.sum() * (dist.get_world_size() if "_ddp" in self.__dict__ else 1)
+
+    def classification(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """L_cls: binary cross-entropy of the live logits (in float32), reduced as configured."""
+        logits = full_precision(logits)
+        return self.reduce(F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none"))
+
+    def depth_loss(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """L_dep of a method with a depth estimator: the maps' squared errors, reduced as configured (see
+        :func:`fas_train.losses.depth_errors`)."""
+        return self.reduce(depth_errors(predicted, target, self.config.reduction))
 
     def update(self, batch: dict) -> dict:
         """One training step on a batch (images and depth in [0, 1]); returns the losses as floats."""

@@ -12,30 +12,41 @@ discriminator behind its own reversal layer. The two branches are trained altern
 iteration (image step first). Video-level scores of the video branch come from the LSTM over all of a video's
 sampled frames (reported apart as ``video_branch``).
 
-Paper settings, all defaults: ResNet-50 (``network=paper``; ResNet-18 with ``small``) from ImageNet weights
-(required; ``pretrained=none`` trains from random weights on request), 224 x 224 input (the method's default
-``--input-size``), SGD lr 3e-4, momentum 0.9, weight decay 1e-5, 16 images per domain (8 live + 8 spoof), 2
-clips per domain (1 + 1), lambda_IB = lambda_VB = 1, and the energies of Eqs. 1-2 as written: **sums** over the
-examples (L_c over all of them, L_l over the live ones, L_s over the spoof ones), so the class and domain terms
-weigh alike. ``reduction=mean`` (means, live and spoof means added) is offered as a named departure; it
-doubles the domain term's weight relative to L_c and scales the step by 1/batch. Under DDP each process sums
-its slice and the sums are scaled by the number of processes, so the averaged gradient is the global sum's.
+Paper settings, all defaults: ResNet-50 (``network=paper``; ResNet-18 with ``small``), 224 x 224 input (the
+method's default ``--input-size``), SGD lr 3e-4, momentum 0.9, weight decay 1e-5 (ccdd.txt "Implementation
+details"), 16 images and 2 clips of 8 frames per domain, LSTM hidden 256, GRL factor 0.2, lambda_IB =
+lambda_VB = 1, and the energies of Eqs. 1-2 as written: **sums** over the examples (L_c over all of them, L_l
+over the live ones, L_s over the spoof ones), so the class and domain terms weigh alike. ``reduction=mean``
+(means, live and spoof means added) is offered as a named departure; it doubles the domain term's weight
+relative to L_c and scales the step by 1/batch. Under DDP each process sums its slice and the sums are scaled
+by the number of processes, so the averaged gradient is the global sum's.
 
-Choices where the paper is silent (its supplement is not public): discriminator width 1024 and dropout 0.5;
-one BCE logit instead of a 2-way softmax (equivalent).
+Choices where the paper is silent (its supplement is not public):
+- ImageNet initialisation of the ResNet-50 (the paper does not say; the common practice of the field's public
+  code, SSDG and Meta Pattern). The weights must be local (a clear error otherwise); ``pretrained=none``
+  trains from random weights on request, and every output says so.
+- Class balance: the paper draws 16 images (2 clips) per domain and says nothing of their classes; ours are
+  8 live + 8 spoof images and 1 + 1 clips per domain (``balanced=true``), so both discriminator heads see
+  every domain in every step. ``balanced=false`` draws 16 images (2 clips) from each domain whatever their
+  class.
+- Discriminator width 1024 and dropout 0.5; one BCE logit instead of a 2-way softmax (equivalent).
+
+The full model's score (``ccdd-video``, the paper's "Ours"): the video network outputs one label per
+sequence, so the compared number (the report's ``compared`` section), model selection and the sweep table's
+row are the video branch's, the LSTM over each video's sampled frames; the image branch's frame scores, fused
+per video, are reported beside it (``score=image`` compares and selects on them instead).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch import distributed as dist
 from torch.nn import functional as F
 
 from ..losses import reverse_gradient
 from ..models.ccdd_nets import BACKBONES, ClassConditionalDiscriminator, Encoder, VideoHead
 from ..models.precision import Float32Linear, full_precision
-from .base import Method
+from .base import Method, check_reduction
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,12 @@ class CCDDConfig:
     lstm_hidden: int = 256
     pretrained: str = "auto"
     reduction: str = "sum"  # Eqs. 1-2; "mean" is a named departure
+    balanced: bool = True  # 8 live + 8 spoof per domain; false: 16 images (2 clips) per domain of any class
+
+
+@dataclass(frozen=True)
+class CCDDVideoConfig(CCDDConfig):
+    score: str = "video"  # the compared number and selection: the video branch's; "image": the image branch's
 
 
 class CCDD(Method):
@@ -63,9 +80,9 @@ class CCDD(Method):
 
     def __init__(self, config: CCDDConfig, network: str, domains: list, seed: int = 0):
         super().__init__()
-        if config.reduction not in ("sum", "mean"):
-            raise ValueError(f"unknown reduction {config.reduction!r}: use 'sum' (Eqs. 1-2) or 'mean'")
+        check_reduction(config.reduction)
         self.config = config
+        self.class_balanced = config.balanced
         self.encoder = Encoder(BACKBONES[network], config.pretrained)
         self.classifier = Float32Linear(self.encoder.out_features, 1)
         self.discriminator = ClassConditionalDiscriminator(self.encoder.out_features, len(domains),
@@ -96,13 +113,6 @@ class CCDD(Method):
             raise ValueError(f"domains {torch.unique(domains).tolist()} are not all sources {self.domain_codes.tolist()}")
         return index
 
-    def reduce(self, losses: torch.Tensor) -> torch.Tensor:
-        """Per-example losses -> the configured reduction (a sum is scaled by the processes under DDP, whose
-        gradient average then gives the sum over the global batch)."""
-        if self.config.reduction == "mean":
-            return losses.mean()
-        return losses.sum() * (dist.get_world_size() if "_ddp" in self.__dict__ else 1)
-
     def adversarial(self, discriminator, features, labels, domains) -> torch.Tensor:
         """The class-conditional domain losses L_l (live head on live rows) + L_s (spoof head on spoof rows),
         behind the GRL."""
@@ -115,10 +125,6 @@ class CCDD(Method):
         if (~live).any():
             loss = loss + self.reduce(F.cross_entropy(full_precision(spoof_logits), target[~live], reduction="none"))
         return loss
-
-    def classification(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """L_c: binary cross-entropy of the live logits, reduced as configured."""
-        return self.reduce(F.binary_cross_entropy_with_logits(full_precision(logits), labels.to(full_precision(logits).dtype), reduction="none"))
 
     def image_losses(self, batch: dict) -> dict:
         features = self.encoder(batch["image"])
@@ -138,8 +144,11 @@ class CCDD(Method):
 class CCDDVideo(CCDD):
     """Image and video branches, trained alternately; the encoder is shared."""
 
-    def __init__(self, config: CCDDConfig, network: str, domains: list, seed: int = 0):
+    def __init__(self, config: CCDDVideoConfig, network: str, domains: list, seed: int = 0):
         super().__init__(config, network, domains, seed)
+        if config.score not in ("video", "image"):
+            raise ValueError(f"unknown score {config.score!r}: use 'video' (the full model's) or 'image'")
+        self.scores_videos = config.score == "video"
         self.clip_length = config.clip_length
         self.video = VideoHead(self.encoder.out_features, config.lstm_hidden)
         self.video_discriminator = ClassConditionalDiscriminator(config.lstm_hidden, len(domains),

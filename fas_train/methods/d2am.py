@@ -20,11 +20,28 @@ Each epoch has two stages.
    and an inner update theta_M' = theta_M - alpha grad(L_cls + lambda_m L_MMD); on the meta-test domain L_dep
    and, through every adapted learner, L_cls + lambda_m L_MMD. One Adam step (beta) on the sum.
 
+Losses as Eqs. 8 and 10 write them (``reduction=sum``, the default): L_Cls(B_i) is the BCE summed over the
+batch, L_Dep(B_i) = sum ||D(E(x)) - I||^2 over the batch, i.e. over every pixel of every map; L_P(B_i) is summed
+over the batch likewise (Eq. 7 is per sample; its B_i index puts it beside the other batch sums); L_MMD is
+Eq. 9's distance of batch means. With 10 + 10 per domain and 32 x 32 maps, this weighs L_Dep about 1,000x and
+the classification about 20x more than batch means would, against lambda_m L_MMD and lambda_p L_P, and makes
+the inner step 20x longer. ``reduction=mean`` (batch means, the depth error also averaged over the pixels,
+as RFM's code) is the named alternative. Under DDP each process sums its slice and the sums are scaled by the
+number of processes, so the averaged gradient is the global batch's sum (the inner step then uses the
+process's slice, scaled likewise).
+
 The entropy loss is Eq. 7 as written, L_p = P log P with P = sigmoid(W_p pool(F-)) (smallest at P = 1/e);
 ``entropy=binary`` uses P log P + (1 - P) log(1 - P) instead, the negative binary entropy, smallest at
 P = 0.5, which is what the paper's text says the loss does ("constrain P to around 0.5").
 
 Choices where the paper is silent:
+- K-means runs on the domain features df(x) as they are (``cluster_features=raw``, the paper's); with
+  ``cluster_features=zscore`` each column is standardised first, so that the std columns (smaller than the
+  means) and the three DRLMs weigh alike.
+- Batch: 10 live + 10 spoof per pseudo-domain (``per_class``; the paper gives no batch size: RFM's released
+  code's, D²AM being built on RFM); Adam's own betas (0.9, 0.999).
+- MMD kernel: Eq. 9 names "the kernel function" only; ours is a sum of five Gaussians of bandwidths 1, 2, 4,
+  8, 16 x sqrt(d) (d: the adaptation layer's width), the multi-kernel form of MMD-AAE and DAN.
 - W_p (the probe of L_P) cannot be trained on L_P itself (W_p = 0 would minimise it without touching F-):
   it is fit by BCE to the labels on detached F-, and the extractor minimises L_P through the probe's
   detached weights, so F- is pushed to carry no task information.
@@ -48,8 +65,8 @@ from ..models.backbones import ImageNetInput, resnet, resnet_stages
 from ..models.d2am_nets import D2AMFeatureExtractor
 from ..models.rfm_nets import rfm_networks
 from ..pseudo_domains import cluster_by_class, cluster_joint, instance_statistics
-from .base import Method
-from .rfm import META_GRADIENTS, depth_loss, draw_meta_split
+from .base import Method, check_reduction
+from .rfm import META_GRADIENTS, draw_meta_split
 
 
 @dataclass(frozen=True)
@@ -64,7 +81,9 @@ class D2AMConfig:
     pseudo: bool = True  # False: dataset domains (the paper's "w/ d")
     meta_gradient: str = "second-order"  # or "first-order"
     entropy: str = "paper"  # Eq. 7, P log P; "binary": P log P + (1 - P) log(1 - P)
-    per_class: int = 10
+    per_class: int = 10  # live and spoof samples per pseudo-domain (the paper gives no batch size: RFM's)
+    reduction: str = "sum"  # Eqs. 8, 10 (and L_P per batch): sums over the batch; "mean": batch means
+    cluster_features: str = "raw"  # K-means on df(x) as it is (the paper); "zscore": each column standardised
     first_epoch: str = "imagenet"  # "imagenet" (the paper), or "style" (input style statistics, on request)
     first_epoch_backbone: str = "resnet50"
     pretrained: str = "auto"  # "auto" (local weights, required), "none" (random, on request), or a path
@@ -78,9 +97,11 @@ class D2AM(Method):
         super().__init__()
         for name, value, known in (("meta_gradient", config.meta_gradient, META_GRADIENTS),
                                    ("entropy", config.entropy, ENTROPY_LOSSES),
-                                   ("first_epoch", config.first_epoch, ("imagenet", "style"))):
+                                   ("first_epoch", config.first_epoch, ("imagenet", "style")),
+                                   ("cluster_features", config.cluster_features, ("raw", "zscore"))):
             if value not in known:
                 raise ValueError(f"unknown {name} {value!r}; known: {sorted(known)}")
+        check_reduction(config.reduction)
         self.feature, self.depth, self.meta, self.config = feature, depth, meta, config
         self.pseudo_domains = config.pseudo
         self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
@@ -105,13 +126,14 @@ class D2AM(Method):
         return gaussian_mmd(h.float(), prior)
 
     def entropy_terms(self, parts, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L_P summed over the DRLMs through detached probes, the probes' own BCE on detached F-)."""
+        """(L_P summed over the DRLMs through detached probes and reduced over the batch as configured, the
+        probes' own BCE on detached F-, a batch mean)."""
         entropy, probe = 0, 0
         entropy_loss = ENTROPY_LOSSES[self.config.entropy]
         for drlm, (f_minus, _) in zip(self.feature.drlm, parts):
             pooled = F.adaptive_avg_pool2d(f_minus, 1).flatten(1)
             logit = F.linear(pooled, drlm.probe.weight.detach(), drlm.probe.bias.detach()).squeeze(1)
-            entropy = entropy + entropy_loss(logit)
+            entropy = entropy + self.reduce(entropy_loss(logit))
             probe = probe + F.binary_cross_entropy_with_logits(drlm.probe(pooled.detach()).squeeze(1), y)
         return entropy, probe
 
@@ -129,13 +151,13 @@ class D2AM(Method):
             mask = domains == d
             for_depth, for_meta, parts = self.feature(x[mask])
             logit, h = functional_call(self.meta, params, (for_meta,), {"with_features": True})
-            cls, mmd = F.binary_cross_entropy_with_logits(logit, y[mask]), self.mmd_to_prior(h)
+            cls, mmd = self.classification(logit, y[mask]), self.mmd_to_prior(h)
             grads = torch.autograd.grad(cls + cfg.mmd_weight * mmd, list(params.values()),
                                         create_graph=second_order, retain_graph=True)
             adapted.append({name: p - cfg.inner_lr * (g if second_order else g.detach())
                             for (name, p), g in zip(params.items(), grads)})
             cls_train, mmd_train = cls_train + cls, mmd_train + mmd
-            dep_train = dep_train + depth_loss(self.depth(for_depth), target[mask])
+            dep_train = dep_train + self.depth_loss(self.depth(for_depth), target[mask])
             ent, fit = self.entropy_terms(parts, y[mask])
             entropy, probe = entropy + ent, probe + fit
         mask = domains == test
@@ -143,9 +165,9 @@ class D2AM(Method):
         cls_test = mmd_test = zero
         for fast in adapted:
             logit, h = functional_call(self.meta, fast, (for_meta,), {"with_features": True})
-            cls_test = cls_test + F.binary_cross_entropy_with_logits(logit, y[mask])
+            cls_test = cls_test + self.classification(logit, y[mask])
             mmd_test = mmd_test + self.mmd_to_prior(h)
-        dep_test = depth_loss(self.depth(for_depth), target[mask])
+        dep_test = self.depth_loss(self.depth(for_depth), target[mask])
         total = (cls_train + cfg.mmd_weight * mmd_train + cls_test + cfg.mmd_weight * mmd_test
                  + cfg.depth_weight * (dep_train + dep_test) + cfg.entropy_weight * entropy + probe)
         return {"total": total, "cls_train": cls_train, "cls_test": cls_test, "mmd_train": mmd_train,
@@ -180,11 +202,11 @@ class D2AM(Method):
                                       self.config.select)
 
     def assign_domains(self, features, labels, previous, epoch: int):
-        seed = 1000 * self.seed + epoch
+        seed, standardise = 1000 * self.seed + epoch, self.config.cluster_features == "zscore"
         if epoch == 0 or previous is None:  # joint clustering, as the paper's first epoch
-            return cluster_joint(features, self.config.domains, seed=seed, previous=previous)
+            return cluster_joint(features, self.config.domains, seed=seed, previous=previous, standardise=standardise)
         return cluster_by_class(self.clustering_features(features), labels, self.config.domains, seed=seed,
-                                previous=previous)
+                                previous=previous, standardise=standardise)
 
 
 def select_domain_channels(features: np.ndarray, channels: list[int], select: bool) -> np.ndarray:

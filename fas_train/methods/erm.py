@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..losses import depth_errors
 from ..models import rfm_networks
 from .base import Method
-from .rfm import depth_loss
 
 
 @dataclass(frozen=True)
@@ -36,5 +36,6 @@ class ERM(Method):
         x = batch["image"]
         for_depth, for_meta = self.feature(x)
         cls = F.binary_cross_entropy_with_logits(self.meta(for_meta), batch["label"].to(x.dtype))
-        dep = depth_loss(self.depth(for_depth), batch["depth"]) if self.config.depth_weight else x.new_zeros(())
+        dep = (depth_errors(self.depth(for_depth), batch["depth"], "mean").mean() if self.config.depth_weight
+               else x.new_zeros(()))
         return {"total": cls + self.config.depth_weight * dep, "cls": cls, "dep": dep}

@@ -15,6 +15,8 @@ of the HFN's map against all ones (live) or all zeros (spoof). Test score S = (s
   the same algorithm (Eqs. 7-8 are this first-order approximation).
 - ``end-to-end``: the ablation without Algorithm 1: Phi and Theta trained jointly on the whole batch with the
   paper's L and extractor.
+``stream_fusion``: ``sum`` (default), Eq. 9's HFM, C(m_t) + C(m_b) + U[C(m_{i-1})]; ``mean``, the released
+code's average of the two streams' maps, (C(m_t) + C(m_b)) / 2 + U[C(m_{i-1})] (its top-down path is added).
 ``second_stream``:
 - ``mp`` (default): the learned meta pattern; ``lbp``: the shards' colour LBP map instead (no Phi, plain
   training of the HFN), the paper's "HFN + ColorLBP"; ``depth``: the paper's "HFN + Depth", the shards'
@@ -26,7 +28,8 @@ Every step draws K + 1 mini-batches: the sampler delivers ``per_class x (K + 1)`
 method takes chunk k (k < K) of D_phi for the inner steps and chunk K of D_theta for Theta. The released
 pattern extractor ends with a batch norm before the sigmoid; the paper's layout (without it) is
 used by ``paper`` and ``end-to-end``, the released one by ``released``. The HFN's two ResNet streams start from
-ImageNet weights (required; ``pretrained=none`` starts them at random on request, and every output says so).
+ImageNet weights, a choice the paper does not state, following the authors' released code (required;
+``pretrained=none`` starts them at random on request, and every output says so).
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ class MetaPatternConfig:
     momentum: float = 0.9
     per_class: int = 4
     pretrained: str = "auto"
+    stream_fusion: str = "sum"  # Eq. 9: C(m_t) + C(m_b) + U[C(m_prev)]; "mean": the released code's (m_t + m_b) / 2
 
 
 def chunk_rows(batch: dict, chunk: int, chunks: int) -> torch.Tensor:
@@ -81,7 +85,7 @@ class MetaPattern(Method):
         if config.second_stream not in SECOND_STREAMS:
             raise ValueError(f"unknown second_stream {config.second_stream!r}; known: {sorted(SECOND_STREAMS)}")
         self.config = config
-        self.hfn = HFN(STREAMS[network], config.pretrained)
+        self.hfn = HFN(STREAMS[network], config.pretrained, streams=config.stream_fusion)
         self.pattern = (PatternExtractor(final_norm=config.variant == "released")
                         if config.second_stream == "mp" else None)
         phi_lr, theta_lr = LEARNING_RATES[config.variant]

@@ -9,7 +9,11 @@ meta-test objective of Eqs. 4-9 (RFM's, see :mod:`fas_train.methods.rfm`).
 
 Choices where the paper is silent or cannot be followed literally:
 - "7 per domain" cannot be split equally into live and spoof: the default is 4 + 4 per pseudo-domain.
-- The equations sum the losses without weights: ``depth_weight`` = 1 (RFM's code uses 10).
+- Losses as Eqs. 4-9 write them (``reduction=sum``, the default): unweighted (``depth_weight`` = 1) sums
+  over each batch, the BCE summed over the samples and ||D(F(x)) - I||^2 over the samples and the pixels.
+  The alternatives are named: ``reduction=mean`` (batch means, the depth error also averaged over the
+  pixels) and, with it, ``depth_weight=10``, RFM's released code, whose objective PDL-FAS builds on. Under DDP
+  the sums are scaled by the number of processes (the averaged gradient is the global batch's sum).
 - Layer outputs are taken after each convolution's batch norm and ReLU; features are standardised before
   PCA; a cluster may hold a single class (its batch block then has that class only).
 - The first clustering uses the freshly initialised networks (the paper clusters "for every epoch").
@@ -30,6 +34,7 @@ class PDLConfig(RFMConfig):
     lr: float = 1e-3  # beta
     depth_weight: float = 1.0
     per_class: int = 4
+    reduction: str = "sum"  # Eqs. 4-7: sums over the batch; "mean" (with depth_weight=10: RFM's code)
     domains: int = 3  # N pseudo-domains
     clustering: str = "kmeans"  # or "gmm"
     pca_dims: int = 256

@@ -33,10 +33,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.nn import functional as F
 
 from ..models import rfm_networks
-from .base import Method
+from .base import Method, check_reduction
 
 
 @dataclass(frozen=True)
@@ -50,17 +49,10 @@ class RFMConfig:
     meta: bool = True
     depth: bool = True
     per_class: int = 10  # live and spoof samples per domain in a batch (the authors' code)
+    reduction: str = "mean"  # the authors' code: batch means (depth over the pixels too); "sum": sums
 
 
 META_GRADIENTS = ("second-order", "first-order")
-
-
-def depth_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE against the depth target, average-pooled to the prediction's size when they differ (a network fed
-    crops smaller than 256 predicts a smaller map than the stored 32 x 32)."""
-    if target.shape[-2:] != predicted.shape[-2:]:
-        target = F.adaptive_avg_pool2d(target, predicted.shape[-2:])
-    return F.mse_loss(predicted, target.to(predicted.dtype))
 
 
 def draw_meta_split(domains: torch.Tensor, generator: torch.Generator, method: str) -> tuple[list[int], int]:
@@ -80,6 +72,7 @@ class RFM(Method):
         super().__init__()
         if config.meta_gradient not in META_GRADIENTS:
             raise ValueError(f"unknown meta_gradient {config.meta_gradient!r}; known: {list(META_GRADIENTS)}")
+        check_reduction(config.reduction)
         self.feature, self.depth, self.meta, self.config = feature, depth, meta, config
         self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr, betas=(0.9, 0.999))
         self.seed = seed
@@ -108,10 +101,10 @@ class RFM(Method):
         for group in groups:
             mask = torch.isin(domains, torch.tensor(group, device=domains.device))
             for_depth, for_meta = self.feature(x[mask])
-            loss = F.binary_cross_entropy_with_logits(functional_call(self.meta, params, (for_meta,)), y[mask])
+            loss = self.classification(functional_call(self.meta, params, (for_meta,)), y[mask])
             cls_train = cls_train + loss
             if cfg.depth:
-                dep_train = dep_train + depth_loss(self.depth(for_depth), target[mask])
+                dep_train = dep_train + self.depth_loss(self.depth(for_depth), target[mask])
             if cfg.meta:
                 grads = torch.autograd.grad(loss, list(params.values()), create_graph=second_order,
                                             retain_graph=True)
@@ -122,10 +115,9 @@ class RFM(Method):
             mask = domains == test
             for_depth, for_meta = self.feature(x[mask])
             for fast in adapted:
-                cls_test = cls_test + F.binary_cross_entropy_with_logits(
-                    functional_call(self.meta, fast, (for_meta,)), y[mask])
+                cls_test = cls_test + self.classification(functional_call(self.meta, fast, (for_meta,)), y[mask])
             if cfg.depth:
-                dep_test = depth_loss(self.depth(for_depth), target[mask])
+                dep_test = self.depth_loss(self.depth(for_depth), target[mask])
         total = (cls_train + cfg.depth_weight * dep_train
                  + cfg.test_weight * (cls_test + cfg.depth_weight * dep_test))
         return {"total": total, "cls_train": cls_train, "dep_train": dep_train, "cls_test": cls_test,

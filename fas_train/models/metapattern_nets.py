@@ -31,17 +31,25 @@ class PatternExtractor(nn.Module):
         return self.net(x)
 
 
-class HFM(nn.Module):
-    """m_i = C(top_i) + C(bottom_i) + U[C(m_{i-1})]: 1x1 convolutions align the channels, U is nearest
-    upsampling to the current level's size; the first level has no previous fusion (m_0 = 0)."""
+STREAM_FUSIONS = ("sum", "mean")
 
-    def __init__(self, top: int, bottom: int, previous: int | None, out: int):
+
+class HFM(nn.Module):
+    """m_i = C(top_i) + C(bottom_i) + U[C(m_{i-1})] (Eq. 9, ``streams="sum"``), or with ``streams="mean"``
+    (C(top_i) + C(bottom_i)) / 2 + U[C(m_{i-1})], the released code's average of the two streams: 1x1
+    convolutions align the channels, U is nearest upsampling to the current level's size; the first level has
+    no previous fusion (m_0 = 0)."""
+
+    def __init__(self, top: int, bottom: int, previous: int | None, out: int, streams: str = "sum"):
         super().__init__()
+        if streams not in STREAM_FUSIONS:
+            raise ValueError(f"unknown stream fusion {streams!r}; known: {list(STREAM_FUSIONS)}")
         self.top, self.bottom = nn.Conv2d(top, out, 1), nn.Conv2d(bottom, out, 1)
         self.previous = nn.Conv2d(previous, out, 1) if previous else None
+        self.scale = 1.0 if streams == "sum" else 0.5
 
     def forward(self, top: torch.Tensor, bottom: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
-        fused = self.top(top) + self.bottom(bottom)
+        fused = self.scale * (self.top(top) + self.bottom(bottom))
         if previous is not None:
             fused = fused + F.interpolate(self.previous(previous), size=fused.shape[-2:], mode="nearest")
         return fused
@@ -52,14 +60,14 @@ class HFN(nn.Module):
     up to stride 8; the last fusion predicts a pixel map (conv 128, BN, ReLU, conv 1, sigmoid: 32 x 32 for
     256 x 256 input), and the two streams' pooled last stages feed a 2-way classifier (index 1 = live)."""
 
-    def __init__(self, arch: str = "resnet50", pretrained: str = "auto", fused: int = 256):
+    def __init__(self, arch: str = "resnet50", pretrained: str = "auto", fused: int = 256, streams: str = "sum"):
         super().__init__()
         self.normalise = ImageNetInput()
         self.top, self.source = resnet(arch, pretrained)
         self.bottom, _ = resnet(arch, pretrained)
         c = STAGE_CHANNELS[arch]
-        self.fusions = nn.ModuleList([HFM(c[3], c[3], None, fused), HFM(c[2], c[2], fused, fused),
-                                      HFM(c[1], c[1], fused, fused)])
+        self.fusions = nn.ModuleList([HFM(c[3], c[3], None, fused, streams), HFM(c[2], c[2], fused, fused, streams),
+                                      HFM(c[1], c[1], fused, fused, streams)])
         self.map_head = nn.Sequential(nn.Conv2d(fused, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
                                       Float32Conv2d(128, 1, 3, padding=1), nn.Sigmoid())
         self.classifier = Float32Linear(2 * c[3], 2)  # scores in float32 under autocast too
