@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= build/demo
 DEMO_MANIFESTS ?= data_manifests/demo
 
-.PHONY: demo test benchmark venv clean
+.PHONY: demo test benchmark mutation venv clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,14 @@ benchmark: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Not in CI (about an hour on 2 cores): mutmut over the trainer's maths ([mutmut] in setup.cfg, the fast
+# tests that claim to check it); `mutmut results` lists the survivors, docs/mutation.md the equivalent ones
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[test,mutation]"
+	# one thread per process: OpenMP pools do not survive mutmut's fork (K-means and torch would hang)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
 
 clean:
 	rm -rf $(VENV) build

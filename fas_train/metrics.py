@@ -73,8 +73,8 @@ def eer(scores, labels) -> tuple[float, float]:
     far, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
     frr = 1 - tpr
     diff = far - frr  # rises from -1 (threshold above every score) to +1
-    k = int(np.argmax(diff >= 0))
-    if k == 0 or diff[k] == 0:
+    k = int(np.argmax(diff >= 0))  # >= 1: diff[0] is -1 (no score reaches an infinite threshold)
+    if diff[k] == 0:
         rate = (far[k] + frr[k]) / 2
     else:  # linear interpolation between points k-1 and k
         w = -diff[k - 1] / (diff[k] - diff[k - 1])

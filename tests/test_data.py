@@ -216,3 +216,25 @@ def test_prefetch_stops_when_closed_after_the_producer_finished():
     time.sleep(0.3)  # the producer has read everything and waits to hand over the end
     consumer.close()
     assert not any(t.name == "batch-prefetch" for t in threading.enumerate())
+
+
+def test_sampler_arguments_are_checked_and_single_class_domains_kept_alone():
+    assert len(list(BalancedBatchSampler(DOMAINS, LABELS, per_class=1, seed=0))) == 8  # one per class is a batch
+    for kwargs, message in (({"per_class": 0}, "per_class must be >= 1"),
+                            ({"per_class": 3, "world": 2}, "per_class 3 must split evenly over 2 processes"),
+                            ({"per_class": 2, "world": 2, "rank": 2}, r"rank 2\)"),
+                            ({"per_class": 2, "world": 2, "rank": -1}, r"rank -1\)")):
+        with pytest.raises(ValueError, match=message):
+            BalancedBatchSampler(DOMAINS, LABELS, seed=0, **kwargs)
+    with pytest.raises(ValueError, match="labels must be 1 .live. or 0 .spoof."):
+        BalancedBatchSampler(DOMAINS, LABELS + 1, per_class=1)
+    only_live = np.where(DOMAINS == 2, 1, LABELS)  # domain 2 holds live samples only, as a cluster can
+    sampler = BalancedBatchSampler(DOMAINS, only_live, per_class=2, seed=0, single_class_domains=True)
+    assert sorted(sampler.groups) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 1)] and sampler.batch_size == 10
+    for batch in sampler:
+        assert [(int(DOMAINS[i]), int(only_live[i])) for i in batch] == \
+            [(0, 1)] * 2 + [(0, 0)] * 2 + [(1, 1)] * 2 + [(1, 0)] * 2 + [(2, 1)] * 2
+    with pytest.raises(ValueError, match="domain 2 has no spoof sample"):
+        BalancedBatchSampler(DOMAINS, only_live, per_class=2)
+    with pytest.raises(ValueError, match="3 domain labels for 94 samples"):
+        sampler.set_domains([0, 1, 2])

@@ -392,6 +392,15 @@ def test_ccdd_video_step_follows_eq2_after_the_image_step():
                                  buffers)
     losses = method.update(batch)
     assert losses["video_cls"] == pytest.approx(float(v_cls), rel=1e-6)
+    assert set(losses) == {"image_total", "cls", "domain", "video_total", "video_cls", "video_domain", "total"}
+    assert losses["total"] == pytest.approx(losses["image_total"] + losses["video_total"])
+    assert losses["video_total"] == pytest.approx(float(v_cls + v_domain), rel=1e-6)
+    assert method.scores_videos and method.clip_length == 2 and not CCDD.scores_videos
+    image = CCDDVideo.create(CCDDVideoConfig(pretrained="none", score="image"), "small", [0, 1, 2], seed=0)
+    assert not image.scores_videos and image.class_balanced
+    assert not CCDDVideo.create(CCDDVideoConfig(pretrained="none", balanced=False), "small", [0, 1], 0).class_balanced
+    with pytest.raises(ValueError, match="unknown score 'lstm'"):
+        CCDDVideo.create(CCDDVideoConfig(pretrained="none", score="lstm"), "small", [0, 1, 2], seed=0)
     for (name, got), want in zip(method.named_parameters(), expected):
         assert torch.allclose(got, want, rtol=1e-7, atol=1e-10), name
 
@@ -506,3 +515,133 @@ def test_d2am_clusters_the_raw_domain_features_unless_zscore_is_asked(epoch):
     assert agreement(raw.assign_domains(features, labels, previous, epoch), groups) < 0.2
     with pytest.raises(ValueError, match="cluster_features"):
         tiny_d2am(cluster_features="pca")
+
+
+# -- ERM -----------------------------------------------------------------------------------------------------
+def test_erm_is_pooled_bce_plus_the_weighted_depth_mse():
+    """The baseline: BCE over every source domain pooled (a batch mean) + depth_weight x the depth MSE (0 by
+    default); Adam at 1e-3, as RFM."""
+    from fas_train.methods import ERM, ERMConfig
+    from test_rfm import TinyFeature, TinyMeta as RFMTinyMeta
+    batch = rfm_batch()
+    for weight in (0.0, 10.0):
+        torch.manual_seed(0)
+        method = ERM(TinyFeature(), nn.Conv2d(3, 1, 1), RFMTinyMeta(), ERMConfig(depth_weight=weight)).double()
+        h, _ = method.feature(batch["image"])
+        cls = F.binary_cross_entropy_with_logits(method.meta(h), batch["label"].double())
+        dep = F.mse_loss(method.depth(h), batch["depth"])
+        got = method.losses(batch)
+        assert float(got["cls"]) == pytest.approx(float(cls), rel=1e-12)
+        assert float(got["dep"]) == pytest.approx(float(dep) if weight else 0.0, rel=1e-12)
+        assert float(got["total"]) == pytest.approx(float(cls + weight * dep), rel=1e-12)
+    assert ERMConfig().depth_weight == 0.0 and ERMConfig().lr == 1e-3 and ERMConfig().per_class == 10
+    assert method.optimizer.param_groups[0]["lr"] == 1e-3 and type(method.optimizer) is torch.optim.Adam
+
+
+def test_meta_pattern_end_to_end_and_colour_lbp_are_one_sgd_step_on_the_whole_batch():
+    """The ablations without Algorithm 1: ``end-to-end`` trains Phi and Theta jointly (SGD 1e-3, momentum 0.9)
+    on the paper's loss; ``second_stream=lbp`` (HFN + ColorLBP) feeds the stored map, channels 3-5, to the HFN
+    and has no Phi."""
+    batch = toy_batch(6, per_class=2, size=32)
+    batch["image"] = batch["image"].double()
+    for config in (MetaPatternConfig(variant="end-to-end", pretrained="none"),
+                   MetaPatternConfig(second_stream="lbp", pretrained="none")):
+        torch.manual_seed(0)
+        method = MetaPattern(config, "small", seed=0).double()
+        assert method.batch_chunks == 1 and set(method.optimizers()) == {"theta"}
+        reference = copy.deepcopy(method)
+        reference.train()
+        image, y = batch["image"], batch["label"]
+        second = image[:, 3:6] if reference.pattern is None else reference.pattern(image[:, :3])
+        logits, pixel_map = reference.hfn(image[:, :3], second)
+        loss = F.cross_entropy(logits, y) + F.mse_loss(pixel_map, y.double()[:, None, None, None].expand_as(pixel_map))
+        params = list(reference.parameters())
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        expected = sgd_step([p.detach() for p in params], grads, {}, 1e-3, 0.9)
+        assert float(method.update(batch)["total"]) == pytest.approx(float(loss), rel=1e-6)  # logged as float32
+        moved = 0
+        for (name, got), want, before in zip(method.named_parameters(), expected, params):
+            assert torch.allclose(got, want, rtol=1e-7, atol=1e-10), name
+            moved += name.startswith("pattern.") and not torch.equal(got, before.detach())
+        assert (moved > 0) == (config.second_stream == "mp")  # end-to-end moves Phi with Theta
+    assert MetaPattern.channels(MetaPatternConfig(second_stream="lbp")) == ("rgb", "lbp")
+    assert MetaPattern.channels(MetaPatternConfig()) == ("rgb",)
+
+
+def test_d2am_clusters_jointly_first_and_per_class_later():
+    """d2am.md: the first epoch divides all samples into K domains; later epochs cluster the live and the spoof
+    samples apart. With the class the widest column, joint K-means splits by class, per-class K-means by the
+    other column."""
+    rng = np.random.default_rng(1)
+    groups, labels = np.repeat([0, 1], 40), np.tile([1, 0], 40)
+    method = tiny_d2am(domains=2, select=False)
+    widths = [d.probe.in_features for d in method.feature.drlm]
+    features = np.zeros((80, 3 * sum(widths)))
+    features[:, 0] = 100 * labels + rng.uniform(0, 1, 80)
+    features[:, 1] = 10 * groups + 0.01 * rng.standard_normal(80)
+    first = method.assign_domains(features, labels, None, epoch=0)
+    assert agreement(first, labels) == 1.0 and agreement(first, groups) < 0.05
+    later = method.assign_domains(features, labels, groups, epoch=1)
+    assert np.array_equal(later, groups)  # matched to the previous labels, per class
+
+
+def test_two_source_domains_are_enough_and_one_is_refused():
+    """The limited-source protocols (M&I->C, M&I->O) train on two domains: one meta-train, one meta-test."""
+    from fas_train.methods.rfm import draw_meta_split
+    generator = torch.Generator().manual_seed(0)
+    two = torch.tensor([3, 3, 5, 5])
+    splits = {(tuple(train), test) for train, test in (draw_meta_split(two, generator, "RFM") for _ in range(20))}
+    assert splits == {((3,), 5), ((5,), 3)}
+    meta_pattern = make("metapattern")
+    assert {(held, tuple(others)) for held, others in (meta_pattern.split_domains(two) for _ in range(20))} == \
+        {(3, (5,)), (5, (3,))}
+    for refuse in (lambda: draw_meta_split(torch.tensor([4, 4]), generator, "RFM"),
+                   lambda: meta_pattern.split_domains(torch.tensor([4, 4]))):
+        with pytest.raises(ValueError, match=r"at least two .*domains in a batch, got \[4\]"):
+            refuse()
+
+
+def test_ccdd_class_conditional_heads_on_a_batch_of_unequal_classes():
+    """Eq. 1's L_l over the live rows with the live head and L_s over the spoof rows with the spoof head, when a
+    domain's draw is not class-balanced (``balanced=false``): 3 live and 1 spoof per domain, or no spoof."""
+    torch.manual_seed(0)
+    method = CCDD.create(CCDDConfig(pretrained="none", dropout=0.0), "small", [0, 1, 2], seed=0).double()
+    method.train()
+    g = torch.Generator().manual_seed(2)
+    labels, domains = torch.tensor([1, 1, 1, 0] * 3), torch.arange(3).repeat_interleave(4)
+    features = torch.randn(12, method.encoder.out_features, generator=g, dtype=torch.float64)
+    got = method.adversarial(method.discriminator, features, labels, domains)
+    assert float(got) == pytest.approx(float(ccdd_energy(method, features, labels, domains, method.discriminator, 1.0)),
+                                       rel=1e-12)
+    live_only = method.adversarial(method.discriminator, features[labels == 1], labels[labels == 1],
+                                   domains[labels == 1])
+    shared = method.discriminator.common(features[labels == 1])
+    expected = F.cross_entropy(method.discriminator.live_head(shared), domains[labels == 1], reduction="sum")
+    assert float(live_only) == pytest.approx(float(expected), rel=1e-12)
+    means = CCDD.create(CCDDConfig(pretrained="none", dropout=0.0, reduction="mean"), "small", [0, 1, 2], 0).double()
+    means.load_state_dict(method.state_dict())
+    means.train()
+    assert torch.isfinite(means.adversarial(means.discriminator, features[labels == 1], labels[labels == 1],
+                                            domains[labels == 1]))  # no spoof row: no NaN from an empty mean
+    with pytest.raises(ValueError, match=r"domains \[7\] are not all sources \[0, 1, 2\]"):
+        method.domain_index(torch.tensor([7]))
+
+
+def test_first_order_options_drop_the_second_order_term_in_the_method_itself():
+    method, batch = tiny_rfm(meta_gradient="first-order"), rfm_batch()
+    ours = method.objective(batch, [[2], [0]], 1)
+    reference, *_ = by_hand(method, batch, [2, 0], 1, second_order=False)
+    assert torch.allclose(gradient(ours["total"], method), gradient(reference, method), rtol=1e-9, atol=1e-12)
+    second = by_hand(method, batch, [2, 0], 1)[0]
+    assert not torch.allclose(gradient(second, method), gradient(reference, method), rtol=1e-6)
+    batch = d2am_batch()
+    grads = {}
+    for order in ("second-order", "first-order"):
+        d2am = tiny_d2am(meta_gradient=order)
+        d2am.generator.manual_seed(0)
+        grads[order] = gradient(d2am.objective(batch, [2, 0], 1)["total"], d2am)
+    assert not torch.allclose(grads["second-order"], grads["first-order"], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"unknown meta_gradient 'zeroth'; known: \['second-order', 'first-order'\]"):
+        tiny_rfm(meta_gradient="zeroth")
+    with pytest.raises(ValueError, match=r"unknown meta_gradient 'zeroth'; known: \['first-order', 'second-order'\]"):
+        tiny_d2am(meta_gradient="zeroth")

@@ -197,3 +197,56 @@ def test_mmd_equals_the_biased_estimate_with_five_gaussians_written_out():
     yy = sum(k(a, b) for a in y for b in y) / 25
     xy = sum(k(a, b) for a in x for b in y) / 15
     assert float(gaussian_mmd(x, y)) == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
+
+
+def test_d2am_input_style_statistics_are_three_scales_of_mean_and_std():
+    """first_epoch=style: per-channel mean and std of the input, of its 4x mean-pooled copy, and of the input
+    minus its 5 x 5 box blur (the blur averaging the in-image pixels only)."""
+    from fas_train.methods.d2am import input_style_statistics
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    blurred = torch.empty_like(x)
+    for i in range(8):
+        for j in range(8):
+            blurred[..., i, j] = x[..., max(i - 2, 0):i + 3, max(j - 2, 0):j + 3].mean((-2, -1))
+
+    def stats(t):
+        flat = t.flatten(2)
+        return torch.cat([flat.mean(2), (flat.var(2, unbiased=False) + 1e-5).sqrt()], 1)
+
+    pooled = x.reshape(2, 3, 2, 4, 2, 4).mean((3, 5))
+    expected = torch.cat([stats(x), stats(pooled), stats(x - blurred)], 1)
+    assert torch.allclose(input_style_statistics(x).double(), expected, atol=1e-6)
+
+
+def test_depth_errors_sum_or_average_the_pixels_against_a_pooled_target():
+    """||D(F(x)) - I||^2 per example over its pixels (sum) or their mean; a 4 x 4 target meets a 2 x 2 map
+    through 2 x 2 average pooling."""
+    from fas_train.losses import depth_errors
+    target = torch.arange(32, dtype=torch.float64).reshape(2, 1, 4, 4)
+    predicted = torch.zeros(2, 1, 2, 2, dtype=torch.float64)
+    pooled = target.reshape(2, 1, 2, 2, 2, 2).mean((3, 5))  # [[2.5, 4.5], [10.5, 12.5]] and +16
+    squares = pooled.square().flatten(1)
+    assert torch.allclose(depth_errors(predicted, target, "sum"), squares.sum(1))
+    assert torch.allclose(depth_errors(predicted, target, "mean"), squares.mean(1))
+    assert float(depth_errors(predicted, target, "sum")[0]) == pytest.approx(2.5 ** 2 + 4.5 ** 2 + 10.5 ** 2 + 12.5 ** 2)
+    same = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    assert torch.equal(depth_errors(same * 3, same, "sum"), torch.tensor([16.0], dtype=torch.float64))
+
+
+def test_standardised_features_have_zero_mean_and_unit_std_per_column():
+    from fas_train.pseudo_domains import _standardise
+    features = np.array([[1.0, 10.0], [3.0, 30.0], [5.0, 20.0]])
+    z = _standardise(features)
+    assert np.allclose(z.mean(0), 0) and np.allclose(z.std(0), 1, atol=1e-6)
+    assert np.allclose(z[:, 0], [-np.sqrt(1.5), 0, np.sqrt(1.5)])
+    assert np.all(np.isfinite(_standardise(np.ones((4, 2)))))  # a constant column stays finite (0)
+
+
+def test_per_class_clustering_needs_k_samples_of_each_class_and_no_more():
+    features = np.array([[0.0], [5.0], [10.0], [0.1], [5.1], [10.1]])
+    labels, previous = np.array([1, 1, 1, 0, 0, 0]), np.array([0, 1, 2, 0, 1, 2])
+    assert np.array_equal(cluster_by_class(features, labels, 3, seed=0, previous=previous), previous)
+    with pytest.raises(ValueError, match="2 spoof samples cannot form 3 pseudo-domains"):
+        cluster_by_class(features[:5], labels[:5], 3, seed=0, previous=previous[:5])
+    with pytest.raises(ValueError, match="2 live samples cannot form 3 pseudo-domains"):
+        cluster_by_class(features[1:], labels[1:], 3, seed=0, previous=previous[1:])

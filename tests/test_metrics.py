@@ -59,6 +59,11 @@ def test_video_level_is_the_mean_of_frame_scores():
     assert videos.loc["b", "score"] == pytest.approx(0.7) and videos.loc["b", "frames"] == 3
     assert videos.loc["c", "score"] == pytest.approx(0.1) and videos.loc["b", "label"] == 0
     assert list(video_level(frames, "median").set_index("video_id")["score"]) == [0.3, 0.7, 0.1]
+    shuffled = video_level(frames.iloc[::-1])  # rows in another order: the same videos, sorted by id
+    assert list(shuffled["video_id"]) == ["a", "b", "c"] and shuffled["score"].tolist() == pytest.approx([0.42, 0.7, 0.1])
+    mixed = frames.assign(attack=["none", "print", "none", "none", "replay", "none", "replay", "none", "print"])
+    with pytest.raises(ValueError, match=r"different labels or attacks: \['b'\]"):
+        video_level(mixed)
     bad = frames.assign(label=[1, 0, 1, 0, 0, 1, 0, 1, 0])  # a frame of a labelled spoof
     with pytest.raises(ValueError, match="different labels"):
         video_level(bad)
@@ -193,3 +198,66 @@ def test_video_fusion_choices():
         video_level(frames, "sum")
     assert report(frames.assign(score=[0.1, 0.2, 0.9, 0.4, 0.45]), fusion="max")["video"]["auc"] == 1.0
     assert report(frames.assign(score=[0.1, 0.2, 0.9, 0.4, 0.45]))["video"]["auc"] == 0.0
+
+
+def test_eer_at_an_exact_crossing_by_interpolation_and_at_a_tie():
+    # exact crossing: at 0.6 FAR = FRR = 1/2
+    assert eer([0.9, 0.4, 0.6, 0.1], [1, 1, 0, 0]) == (0.5, 0.6)
+    # a live and a spoof tie at 0.6, so FAR and FRR both move there: from (0, 1/2) to (1/3, 0); the segment
+    # crosses FAR = FRR at w = 0.5 / (1/3 + 1/2) = 0.6, where both are 0.2
+    rate, threshold = eer([0.9, 0.6, 0.6, 0.2, 0.1], [1, 1, 0, 0, 0])
+    assert rate == pytest.approx(0.2) and threshold == 0.6
+    # the highest score shared by the live and a spoof: the first finite point already has FAR > FRR
+    rate, threshold = eer([0.9, 0.9, 0.1], [1, 0, 0])
+    assert rate == pytest.approx(1 / 3) and threshold == 0.9
+    # a live and a spoof of one score: no finite threshold is nearer to equality than the infinite one, whose
+    # place the highest score takes
+    assert eer([0.5, 0.5], [1, 0]) == (0.5, 0.5)
+
+
+def test_report_counts_each_levels_failures_per_family_and_species():
+    from fas_train.metrics import Acquisition, operating_points
+    frames = pd.DataFrame({"video_id": list("abcdefg"), "label": [1, 1, 1, 0, 0, 0, 0],
+                           "attack": ["none"] * 3 + ["print", "print", "replay", "replay"],
+                           "attack_detail": ["", "", "", "printer1", "printer1", "display1", "display1"],
+                           "score": [0.9, 0.5, 0.3, 0.6, 0.2, 0.1, 0.55]})
+    frame_failures = Acquisition(1, (("print/printer1", "print", 2), ("replay/display2", "replay", 1)), True)
+    video_failures = Acquisition(0, (("replay/display2", "replay", 3),), True)
+    out = report(frames, 0.5, 0.5, failures={"frame": frame_failures, "video": video_failures})
+    frame, video = out["frame"], out["video"]
+    assert frame["apcer"] == {"print": pytest.approx(0.25), "replay": pytest.approx(1 / 3)}  # 1 of 4, 1 of 3
+    assert frame["apcer_species"] == {"print/printer1": pytest.approx(0.25), "replay/display1": 0.5,
+                                      "replay/display2": 0.0}
+    # a live score equal to the threshold is accepted: 0.3 and the failure are the rejected ones, of 4
+    assert frame["bpcer"] == pytest.approx(0.5) and frame["acer"] == pytest.approx(0.5)
+    assert frame["hter_at_source_threshold"] == pytest.approx((2 / 7 + 0.5) / 2)  # 2 accepted of 7 attacks
+    assert frame["failure_to_acquire"] == {"live": 1, "attack": 3, "counted_as_rejected": True}
+    assert frame["bpcer_at_apcer"] == operating_points(frames["score"], frames["label"], 1, 3)["bpcer_at_apcer"]
+    assert video["apcer"]["replay"] == pytest.approx(0.2) and video["bpcer"] == pytest.approx(1 / 3)
+    assert video["failure_to_acquire"] == {"live": 0, "attack": 3, "counted_as_rejected": True}
+    assert video["bpcer_at_apcer"] == operating_points(frames["score"], frames["label"], 0, 3)["bpcer_at_apcer"]
+    assert out["fusion"] == "mean"
+
+
+def test_the_operating_summary_line():
+    from fas_train.metrics import operating_summary
+    entry = {"bpcer_at_apcer": {"1%": {"bpcer": 0.5}, "5%": {"bpcer": None}},
+             "apcer_at_bpcer": {"10%": {"apcer": 0.125}}, "tpr_at_fpr": {"0.1%": {"tpr": 1.0}},
+             "failure_to_acquire": {"live": 2, "attack": 0, "counted_as_rejected": True}}
+    assert operating_summary(entry) == ("BPCER@APCER1% 50.0  BPCER@APCER5% n/a  APCER@BPCER10% 12.5  TPR@FPR0.1% 100.0"
+                                        "  failures to acquire: 2 live, 0 attack (counted as rejected) (%)")
+    entry["failure_to_acquire"] = {"live": 0, "attack": 3, "counted_as_rejected": False}
+    assert operating_summary(entry).endswith("failures to acquire: 0 live, 3 attack (%)")
+    entry["failure_to_acquire"] = {"live": 0, "attack": 0, "counted_as_rejected": True}
+    assert operating_summary(entry).endswith("TPR@FPR0.1% 100.0 (%)")
+
+
+def test_min_hter_takes_the_lowest_threshold_of_least_half_total_error():
+    from fas_train.metrics import threshold_from
+    # live 0.9, 0.6; attacks 0.7, 0.2. HTER at 0.9: 1/4 (a live rejected); at 0.7: 1/2 (that live rejected,
+    # an attack accepted); at 0.6: 1/4 (the attack accepted); at 0.2: 1/2. Least at 0.9 and 0.6: the lowest
+    assert threshold_from("min-hter", [0.9, 0.6, 0.7, 0.2], [1, 1, 0, 0]) == 0.6
+    for bad in ("min-hter=1", "apcer=1.5", "apcer=x", "roc"):
+        with pytest.raises(ValueError, match="use eer, min-hter, apcer=RATE or bpcer=RATE"):
+            threshold_from(bad, [0.9, 0.6, 0.7, 0.2], [1, 1, 0, 0])
+    assert threshold_from("apcer=1", [0.9, 0.6, 0.7, 0.2], [1, 1, 0, 0]) <= 0.2  # every attack may pass
