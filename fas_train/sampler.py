@@ -50,7 +50,6 @@ class BalancedBatchSampler(Sampler[list[int]]):
         domains = np.asarray(domains, np.int64)
         if domains.shape != self.labels.shape:
             raise ValueError(f"{len(domains)} domain labels for {len(self.labels)} samples")
-        self.domains = domains
         self.groups = {}
         for d in np.unique(domains):
             if not self.class_balanced:

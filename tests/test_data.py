@@ -238,3 +238,18 @@ def test_sampler_arguments_are_checked_and_single_class_domains_kept_alone():
         BalancedBatchSampler(DOMAINS, only_live, per_class=2)
     with pytest.raises(ValueError, match="3 domain labels for 94 samples"):
         sampler.set_domains([0, 1, 2])
+
+
+def test_domains_draw_their_own_orders_and_a_tiny_group_still_gives_one_batch():
+    # two domains alike (10 live, 10 spoof each): their within-domain orders differ (seeded per domain)
+    domains, labels = np.repeat([0, 1], 20), np.tile(np.repeat([1, 0], 10), 2)
+    batches = np.array(list(BalancedBatchSampler(domains, labels, per_class=5, seed=0)))
+    first, second = batches[:, :10].ravel(), batches[:, 10:].ravel() - 20
+    assert not np.array_equal(first, second)
+    assert len(BalancedBatchSampler(domains, labels, per_class=8, seed=0)) == 1  # 10 // 8
+    assert len(BalancedBatchSampler(domains, labels, per_class=20, seed=0)) == 1  # fewer than a block: one
+    halves = [list(BalancedBatchSampler(domains, labels, per_class=4, seed=0, world=2, rank=r)) for r in (0, 1)]
+    assert all(len(b) == 8 for half in halves for b in half)  # 2 of each of the 4 blocks per process
+    only_spoof = np.where(domains == 1, 0, labels)  # domain 1 holds attacks only
+    sampler = BalancedBatchSampler(domains, only_spoof, per_class=2, single_class_domains=True)
+    assert sorted(sampler.groups) == [(0, 0), (0, 1), (1, 0)]

@@ -17,6 +17,7 @@ from fas_train.methods.metapattern import MetaPattern, MetaPatternConfig, chunk_
 from fas_train.models.d2am_nets import D2AMFeatureExtractor
 from fas_train.models.rfm_nets import rfm_networks
 from fas_train.losses import binary_enhancement_entropy, enhancement_entropy, gaussian_mmd
+from fas_train.methods.d2am import input_style_statistics
 from fas_train.pseudo_domains import agreement
 
 from test_methods import make, toy_batch
@@ -645,3 +646,33 @@ def test_first_order_options_drop_the_second_order_term_in_the_method_itself():
         tiny_rfm(meta_gradient="zeroth")
     with pytest.raises(ValueError, match=r"unknown meta_gradient 'zeroth'; known: \['first-order', 'second-order'\]"):
         tiny_d2am(meta_gradient="zeroth")
+
+
+def test_method_construction_keeps_config_seed_generator_and_flags():
+    for name in ("rfm", "erm", "pdl", "d2am", "ccdd", "ccdd-video", "metapattern"):
+        method = make(name, **({"per_class": 3} if name != "erm" else {"lr": 5e-4}))
+        assert (method.config.per_class == 3) if name != "erm" else (method.config.lr == 5e-4)
+        assert isinstance(method.generator, torch.Generator)
+    assert make("d2am").pseudo_domains is True and make("d2am", pseudo=False).pseudo_domains is False
+    assert make("pdl").pseudo_domains is True and make("rfm").pseudo_domains is False
+    mp = make("metapattern")
+    assert mp.optimizers() == {"theta": mp.theta_optimizer, "phi": mp.phi_optimizer}
+    d2am = tiny_d2am()
+    x = d2am_batch()["image"]
+    assert torch.equal(d2am.domain_features({"image": x}, epoch=0), input_style_statistics(x))
+    assert d2am.domain_source(0) == "input style statistics (first_epoch=style, asked for)"
+    assert d2am.domain_source(1) == "model: DRLM domain features"
+
+
+def test_pdl_assigns_pseudo_domains_by_pca_and_kmeans_seeded_per_epoch():
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1, 2], 20)
+    features = rng.standard_normal((60, 12)) * 0.05 + groups[:, None]
+    pdl = make("pdl")
+    first = pdl.assign_domains(features, np.tile([1, 0], 30), None, epoch=0)
+    assert agreement(first, groups) == 1.0
+    assert np.array_equal(pdl.assign_domains(features, np.tile([1, 0], 30), first, epoch=1), first)
+    gmm = make("pdl", clustering="gmm", pca_dims=4)
+    assert agreement(gmm.assign_domains(features, np.tile([1, 0], 30), None, epoch=0), groups) == 1.0
+    with pytest.raises(ValueError, match="unknown clustering 'dbscan'"):
+        make("pdl", clustering="dbscan").assign_domains(features, np.tile([1, 0], 30), None, epoch=0)

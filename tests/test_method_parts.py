@@ -250,3 +250,17 @@ def test_per_class_clustering_needs_k_samples_of_each_class_and_no_more():
         cluster_by_class(features[:5], labels[:5], 3, seed=0, previous=previous[:5])
     with pytest.raises(ValueError, match="2 live samples cannot form 3 pseudo-domains"):
         cluster_by_class(features[1:], labels[1:], 3, seed=0, previous=previous[1:])
+
+
+def test_clustering_defaults_standardise_and_names_follow_the_previous_assignment():
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1], 30)
+    features = np.column_stack([rng.uniform(0, 100, 60), groups + 0.01 * rng.standard_normal(60)])
+    assert agreement(cluster_joint(features, 2, seed=0), groups) == 1.0  # z-scored by default
+    assert agreement(cluster_joint(features, 2, seed=0, standardise=False), groups) < 0.2
+    labels = np.tile([1, 0], 30)
+    assert agreement(cluster_by_class(features, labels, 2, seed=0, previous=groups), groups) == 1.0
+    named = 1 - groups  # the previous assignment under the other names: the result takes them
+    assert np.array_equal(cluster_joint(features, 2, seed=0, previous=named), named)
+    wide = np.repeat([0.0, 5.0], 6)[:, None] + rng.standard_normal((12, 300)) * 0.01
+    assert agreement(cluster_pca(wide, 2, seed=0), np.repeat([0, 1], 6)) == 1.0  # 300 features, 12 samples

@@ -261,3 +261,22 @@ def test_min_hter_takes_the_lowest_threshold_of_least_half_total_error():
         with pytest.raises(ValueError, match="use eer, min-hter, apcer=RATE or bpcer=RATE"):
             threshold_from(bad, [0.9, 0.6, 0.7, 0.2], [1, 1, 0, 0])
     assert threshold_from("apcer=1", [0.9, 0.6, 0.7, 0.2], [1, 1, 0, 0]) <= 0.2  # every attack may pass
+
+
+def test_eer_when_far_jumps_to_one_and_unequal_inputs_are_refused():
+    # live 0.9, 0.5 and an attack at 0.5: from (FAR 0, FRR 1/2) straight to (1, 0); they cross at 1/3
+    rate, threshold = eer([0.9, 0.5, 0.5], [1, 1, 0])
+    assert rate == pytest.approx(1 / 3) and threshold == 0.9
+    with pytest.raises(ValueError, match=r"scores \(2,\) and labels \(1,\) must be equal-length vectors"):
+        eer([0.1, 0.2], [1])
+    assert error_rates([0.9, 0.1], [1, 0], 0.5).threshold == 0.5
+
+
+def test_failures_of_two_species_of_one_family_add_up():
+    from fas_train.metrics import Acquisition, level_metrics
+    table = pd.DataFrame({"label": [1, 1, 0, 0], "attack": ["none", "none", "print", "print"],
+                          "attack_detail": ["", "", "printer1", "printer1"], "score": [0.9, 0.8, 0.7, 0.1]})
+    failures = Acquisition(0, (("print/printer1", "print", 1), ("print/printer2", "print", 2)), as_rejected=True)
+    out = level_metrics(table, 0.5, failures)
+    assert out["apcer"] == {"print": pytest.approx(1 / 5)}  # 1 accepted of 2 scored + 3 failed
+    assert out["apcer_species"] == {"print/printer1": pytest.approx(1 / 3), "print/printer2": 0.0}
