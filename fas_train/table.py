@@ -33,12 +33,13 @@ def reports_digest(runs) -> dict:
 def run_rows(sweep) -> pd.DataFrame:
     """One row per finished run: its labels and metrics (fractions) at the sweep's level."""
     rows = []
+    published = load_published() if sweep.level == "paper" else None  # read once, not once per run
     for run in sweep.runs:
         path = run.folder / "report.json"
         if not path.is_file():
             continue
         report = json.loads(path.read_text())
-        metrics, level = compared_metrics(report, run_level(sweep.level, run.config.method))
+        metrics, level = compared_metrics(report, run_level(sweep.level, run.config.method, published))
         column = report.get("protocol_group", report["protocol"])
         if len({r.variant for r in sweep.runs}) > 1:
             column += f" ({report['variant']})"
@@ -50,12 +51,13 @@ def run_rows(sweep) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_level(level: str, method: str) -> str:
+def run_level(level: str, method: str, published: list[dict] | None = None) -> str:
     """The level a run is compared at: the sweep's, or with ``level: paper`` the level of the method's published
-    numbers (frame or video; video for a method the papers do not publish)."""
+    numbers (frame or video; video for a method the papers do not publish). ``published``: the entries of
+    :func:`load_published`, when the caller has them already."""
     if level != "paper":
         return level
-    published = [e for e in load_published() if e["method"] == method]
+    published = [e for e in (load_published() if published is None else published) if e["method"] == method]
     return "frame" if published and published[0]["level"] == "frame" else "video"
 
 
