@@ -1,5 +1,5 @@
-"""Command line of the trainer: ``fas-train train|eval|collect|sweep|export|predict|metrics`` (or ``python -m
-fas_train ...``)."""
+"""Command line of the trainer: ``fas-train methods|train|eval|collect|summary|sweep|export|predict|metrics``
+(or ``python -m fas_train ...``)."""
 from __future__ import annotations
 
 import argparse
@@ -10,12 +10,14 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from pipeline.cli_help import DefaultsFormatter, subcommand_parser
 from pipeline.provenance import program_name, version_line
 
 from .methods import METHODS
 from .metrics import FUSIONS
 from .preemption import PREEMPTED_EXIT, Preempted
-from .train import RunConfig, TrainingStopped
+from .settings import RunConfig
+from .train import TrainingStopped
 
 
 def _cmd_train(args) -> int:
@@ -29,7 +31,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .train import evaluate_run
+    from .evaluation import evaluate_run
     result = evaluate_run(Path(args.run), verify=not args.no_verify, build=args.build, fusion=args.fusion,
                           fta_rejected=args.fta_rejected)
     _print(result, Path(args.run))
@@ -83,6 +85,14 @@ def _cmd_collect(args) -> int:
     return 0
 
 
+def _cmd_summary(args) -> int:
+    from .collect import format_summary, summarize
+    table = summarize([Path(r) for r in args.runs], args.level)
+    rows = table.astype(object).where(table.notna(), None).to_dict(orient="records")  # NaN -> null, full floats
+    print(json.dumps(rows, indent=2) if args.json else format_summary(table))
+    return 0
+
+
 def _cmd_sweep(args) -> int:
     from .sweep import print_commands, run_sweep
     if args.print_commands:
@@ -93,7 +103,7 @@ def _cmd_sweep(args) -> int:
 
 def method_options() -> dict:
     """Each method's summary and options (name, type, default), from its class and config dataclass."""
-    from .train import type_name
+    from .settings import type_name
     out = {}
     for name, (cls, config_cls) in sorted(METHODS.items()):
         types = typing.get_type_hints(config_cls)
@@ -114,7 +124,7 @@ def _cmd_methods(args) -> int:
         print(f"{name}: {entry['summary']}")
         for option in entry["options"]:
             print(f"  --option {option['name']}=...  {option['type']}, default {option['default']!r}")
-    print("Defaults are the method's paper settings where the paper gives one; the README's fidelity table names "
+    print("Defaults are the method's paper settings where the paper gives one; docs/methods.md's fidelity table names "
           "the choices it does not.")
     return 0
 
@@ -144,32 +154,34 @@ def _print(result: dict, out: Path) -> None:
 
 def _scoring_options(parser, default="mean") -> None:
     parser.add_argument("--fusion", choices=list(FUSIONS), default=default,
-                        help="how a video's frame scores make its score (default: mean"
-                             + ("" if default else ", or the run's") + ")")
+                        help="how a video's frame scores make its score" + ("" if default else " (default: the run's)"))
     parser.add_argument("--fta-rejected", dest="fta_rejected", action="store_true", default=None if default is None
                         else False, help="count target presentations without a usable face (the build's rejects) "
                                          "as rejected, per ISO/IEC 30107-3 (default: counted apart)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=program_name("fas_train", "fas-train"), description=__doc__)
+    parser = argparse.ArgumentParser(prog=program_name("fas_train", "fas-train"), description=__doc__,
+                                     formatter_class=DefaultsFormatter)
     parser.add_argument("--version", action="version", version=version_line())
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=subcommand_parser)
     listing = commands.add_parser("methods", help="every method with its options: type, default (the paper's "
                                   "setting where the paper gives one) and the first line of its docstring")
     listing.add_argument("--json", action="store_true", help="print them as JSON")
     listing.set_defaults(handler=_cmd_methods)
     train = commands.add_parser("train", help="train a method on a protocol (resumes from --out); data-parallel "
                                 "when started by torchrun")
-    train.add_argument("--method", required=True, choices=sorted(METHODS))
+    train.add_argument("--method", required=True, choices=sorted(METHODS), help="the method (fas-train methods "
+                       "lists them with their options)")
     train.add_argument("--build", required=True, help="a build's manifest folder, e.g. data_manifests/demo/builds/demo")
     train.add_argument("--protocol", required=True, help="a protocol: a shipped one's name (mico_OCI_to_M, oulu_p1, ...) or a YAML file")
     train.add_argument("--out", required=True, help="run folder (checkpoints, metrics, report)")
     train.add_argument("--variant", default=None, help="split variant of the protocol (default: its default_variant)")
-    train.add_argument("--steps", type=int, default=1000)
-    train.add_argument("--eval-every", dest="eval_every", type=int, default=100)
+    train.add_argument("--steps", type=int, default=1000, help="training steps (one method.update each)")
+    train.add_argument("--eval-every", dest="eval_every", type=int, default=100,
+                       help="steps between evaluations on source validation (model selection)")
     train.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=50,
-                       help="steps between checkpoints besides those at evaluations (default 50); SIGTERM, SIGINT "
+                       help="steps between checkpoints besides those at evaluations; SIGTERM, SIGINT "
                             f"and SIGUSR1 also write one and stop with exit status {PREEMPTED_EXIT}")
     train.add_argument("--per-class", dest="per_class", type=int, default=None,
                        help="live and spoof samples per domain in a batch (over all processes under torchrun); "
@@ -177,14 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                        help="override a field of the method's config (ablations, hyper-parameters), repeatable, "
                             "e.g. --option meta_gradient=first-order")
-    train.add_argument("--network", choices=["paper", "small"], default="paper")
+    train.add_argument("--network", choices=["paper", "small"], default="paper",
+                       help="the paper's networks, or small ones for CPU runs")
     train.add_argument("--input-size", dest="input_size", type=int, default=None,
                        help="input side in pixels (images resized on the device); default: the method's paper "
                             "size (ccdd: 224), else the stored crop; 0: the stored crop")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of weights, batches and every random draw")
     train.add_argument("--workers", type=int, default=0,
-                       help="DataLoader processes; 0 (default): threads in the training process read and prefetch")
-    train.add_argument("--device", default="auto")
+                       help="DataLoader processes; 0: threads in the training process read and prefetch")
+    train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     train.add_argument("--select-on-target", dest="select_on_target", action="store_true",
                        help="ORACLE mode: pick the checkpoint on the target test set (labelled in every output)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -219,37 +232,46 @@ def build_parser() -> argparse.ArgumentParser:
     predicting.add_argument("--run", default=None, help="a finished run folder (needs its build)")
     predicting.add_argument("--model", default=None, metavar="MODEL_DIR", help="a folder written by export")
     predicting.add_argument("--build", default=None, metavar="PATH", help="with --run: where its build is now")
-    predicting.add_argument("--out", default="predictions", help="folder for the outputs (default: predictions)")
+    predicting.add_argument("--out", default="predictions", help="folder for the outputs")
     predicting.add_argument("--sizing", default=None, metavar="DATASET",
                             help="detect faces with that dataset's sizing from the build (default: the build's "
                                  "face settings)")
     predicting.add_argument("--batch-size", dest="batch_size", type=int, default=64,
-                            help="faces per network call (default 64)")
+                            help="faces per network call")
     predicting.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     predicting.add_argument("--quiet", action="store_true", help="no progress bar")
     predicting.add_argument("--json", action="store_true", help="print the summary as JSON")
     predicting.set_defaults(handler=_cmd_predict)
     scoring = commands.add_parser("metrics", help="every metric of a score file (ours, or bob.pad's CSV), the "
                                   "threshold fixed on a development file")
-    scoring.add_argument("scores", metavar="SCORES.csv", help="the scores to evaluate (see README: columns)")
+    scoring.add_argument("scores", metavar="SCORES.csv", help="the scores to evaluate (columns: docs/evaluation.md)")
     scoring.add_argument("--dev", default=None, metavar="DEV.csv", help="development scores that fix the threshold")
     scoring.add_argument("--threshold-from", dest="threshold_from", default="eer",
-                         help="how the threshold is fixed on --dev (else on the scores themselves): eer (default), "
+                         help="how the threshold is fixed on --dev (else on the scores themselves): eer, "
                               "min-hter, apcer=RATE or bpcer=RATE, e.g. apcer=0.05")
     scoring.add_argument("--fusion", choices=list(FUSIONS), default="mean",
-                         help="frame-to-video fusion where the file has video_id (default mean)")
+                         help="frame-to-video fusion where the file has video_id")
     scoring.add_argument("--plots", default=None, metavar="DIR", help="also write ROC, DET and histograms there")
     scoring.add_argument("--json", action="store_true", help="print the metrics as JSON")
     scoring.set_defaults(handler=_cmd_metrics)
     gather = commands.add_parser("collect", help="mean ± std over seeds of finished runs")
     gather.add_argument("runs", nargs="+", help="run folders")
-    gather.add_argument("--level", choices=["video", "frame"], default="video")
+    gather.add_argument("--level", choices=["video", "frame"], default="video",
+                        help="videos (frame scores fused) or frames")
     gather.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
     gather.set_defaults(handler=_cmd_collect)
+    summary = commands.add_parser("summary", help="one line per finished run: its source-validation AUC beside the "
+                                  "target's AUC and HTER at the source threshold, and where its files are")
+    summary.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    summary.add_argument("--level", choices=["frame", "video"], default="frame",
+                         help="frame scores, or videos (frame scores fused); a method whose own number is its "
+                              "video branch's (ccdd-video) shows that")
+    summary.add_argument("--json", action="store_true", help="print the rows as JSON")
+    summary.set_defaults(handler=_cmd_summary)
     sweep = commands.add_parser("sweep", help="run a grid of runs as Luigi tasks (finished ones skipped, killed ones "
                                               "resumed), then its table")
     sweep.add_argument("sweep", help="a sweep file, or a shipped sweep's name (fas_train/configs/sweeps/)")
-    sweep.add_argument("--workers", type=int, default=1, help="runs at once (Luigi workers; default 1)")
+    sweep.add_argument("--workers", type=int, default=1, help="runs at once (Luigi workers)")
     sweep.add_argument("--scheduler", default=None, metavar="HOST:PORT",
                        help="Luigi's central scheduler (luigid), so that several machines share the sweep")
     sweep.add_argument("--print-commands", dest="print_commands", action="store_true",

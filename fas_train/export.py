@@ -116,7 +116,7 @@ class SteppedVideo:
 
 
 def _inputs(faces: torch.Tensor, input_size: int) -> torch.Tensor:
-    """What :func:`fas_train.train.prepare` makes of a batch: floats in [0, 1] at the input size."""
+    """What :func:`fas_train.runtime.prepare` makes of a batch: floats in [0, 1] at the input size."""
     return resize_input(faces.float() / 255, input_size)
 
 

@@ -54,7 +54,10 @@ def preprocessing_of(manifest: dict) -> dict:
 def run_scorer(run: Path, build: str | None = None, device: str = "cpu") -> Scorer:
     """A finished run's best checkpoint as a :class:`Scorer` (its build is read for the preprocessing and the
     source domains the networks were made for)."""
-    from .train import build_method, check_same_build, resolve_build, resolve_device, resolved, run_data, saved_run
+    from .checkpoint import check_same_build, resolve_build, saved_run
+    from .inputs import run_data
+    from .runtime import resolve_device
+    from .settings import build_method, resolved
     report_path = run / "report.json"
     if not (run / "run.json").is_file() or not (run / "best.pt").is_file():
         raise FileNotFoundError(f"{run}: not a run folder (run.json and best.pt are needed)")
@@ -94,7 +97,7 @@ def run_scorer(run: Path, build: str | None = None, device: str = "cpu") -> Scor
 def model_scorer(folder: Path, device: str = "cpu") -> Scorer:
     """An exported model folder as a :class:`Scorer`."""
     from .export import load_model
-    from .train import resolve_device
+    from .runtime import resolve_device
     device = str(resolve_device(device))
     model = load_model(folder, device)
     spec = model.spec

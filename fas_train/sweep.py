@@ -46,7 +46,7 @@ from pipeline.yaml_files import read_yaml
 
 from .methods import METHODS
 from .protocols import bundled, load_protocol
-from .train import RunConfig
+from .settings import RunConfig
 
 SWEEP_KEYS = {"name", "build", "out", "protocols", "variants", "seeds", "settings", "methods", "level", "note"}
 RUN_FIXED = {"method", "build", "protocol", "out", "variant", "seed", "options", "quiet"}  # the grid's, not settings

@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .cli_help import DefaultsFormatter, subcommand_parser
 from .datasets import INDEXERS, IndexWarning, LayoutError
 from .provenance import program_name, version_line
 from .shards import ShardError
@@ -47,6 +48,12 @@ def _cmd_audit(args) -> int:
     return 1 if problems else 0
 
 
+def _cmd_config_reference(args) -> int:
+    from .config_reference import reference
+    print(reference(), end="")
+    return 0
+
+
 def _cmd_compare(args) -> int:
     from .compare import Tolerances, compare, format_summary
     summary, table = compare(args.build_a, args.build_b,
@@ -84,21 +91,22 @@ def _cmd_face_sizes(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=program_name("pipeline", "fas-pipeline"), description=__doc__)
+    parser = argparse.ArgumentParser(prog=program_name("pipeline", "fas-pipeline"), description=__doc__,
+                                     formatter_class=DefaultsFormatter)
     parser.add_argument("--version", action="version", version=version_line())
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=subcommand_parser)
 
     index = commands.add_parser("index", help="index a dataset copy into a video table and JSON summary")
-    index.add_argument("--dataset", required=True, choices=sorted(INDEXERS))
+    index.add_argument("--dataset", required=True, choices=sorted(INDEXERS), help="which dataset the copy is")
     index.add_argument("--root", required=True, type=Path, help="the dataset's root folder, official layout")
     index.add_argument("--out", required=True, type=Path, help="table to write (.csv); the summary goes beside it")
-    index.add_argument("--workers", type=int, default=4, help="hashing threads (default 4)")
+    index.add_argument("--workers", type=int, default=4, help="hashing threads")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.set_defaults(run=_cmd_index)
 
     demo = commands.add_parser("demo-data", help="write the synthetic demo corpus in the four official layouts")
-    demo.add_argument("--out", required=True, type=Path)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", required=True, type=Path, help="folder to write the four datasets into")
+    demo.add_argument("--seed", type=int, default=0, help="the corpus's random seed (same seed, same bytes)")
     demo.add_argument("--shift", type=float, default=None,
                       help="the controlled domain-shift profile at this strength (0: domains alike, 1: its default); "
                            "without it, each dataset's classic capture style")
@@ -113,10 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     faces = commands.add_parser("face-sizes", help="measure face sizes per dataset and recommend detector sizing")
     faces.add_argument("--config", required=True, type=Path, help="build config YAML (its datasets are measured)")
-    faces.add_argument("--videos", type=int, default=24, help="videos sampled per dataset (default 24)")
-    faces.add_argument("--frames", type=int, default=3, help="frames per video (default 3)")
+    faces.add_argument("--videos", type=int, default=24, help="videos sampled per dataset")
+    faces.add_argument("--frames", type=int, default=3, help="frames per video")
     faces.add_argument("--margin", type=float, default=0.5,
-                       help="search faces down to this fraction of the smallest one seen (default 0.5)")
+                       help="search faces down to this fraction of the smallest one seen")
     faces.add_argument("--quiet", action="store_true", help="no progress bar")
     faces.set_defaults(run=_cmd_face_sizes)
 
@@ -129,19 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
     versus.add_argument("build_a", type=Path, help="a build's manifest folder")
     versus.add_argument("build_b", type=Path, help="another build's manifest folder")
     versus.add_argument("--max-missing", type=float, default=0.0,
-                        help="fraction of samples allowed in one build only (default 0)")
-    versus.add_argument("--min-iou", type=float, default=0.9, help="least mean box IoU (default 0.9)")
+                        help="fraction of samples allowed in one build only")
+    versus.add_argument("--min-iou", type=float, default=0.9, help="least mean box IoU")
     versus.add_argument("--max-pixel-diff", type=float, default=8.0,
-                        help="largest mean absolute difference of a channel set or map, 0-255 (default 8)")
+                        help="largest mean absolute difference of a channel set or map, 0-255")
     versus.add_argument("--out", type=Path, default=None, help="write the per-sample table (CSV) and summary (JSON)")
     versus.set_defaults(run=_cmd_compare)
+
+    keys = commands.add_parser("config-reference", help="print every build-config key with its type, default "
+                               "and meaning (Markdown; docs/configuration.md is its output)")
+    keys.set_defaults(run=_cmd_config_reference)
 
     sheet = commands.add_parser("preview", help="write a contact sheet (PNG) of samples of a build")
     sheet.add_argument("build", type=Path, help="the build's manifest folder")
     sheet.add_argument("--out", required=True, type=Path, help="PNG to write")
     sheet.add_argument("--dataset", default=None, help="only this dataset's samples")
-    sheet.add_argument("--label", choices=["live", "spoof"], default=None)
-    sheet.add_argument("--n", type=int, default=24, help="samples to show (default 24)")
+    sheet.add_argument("--label", choices=["live", "spoof"], default=None, help="only samples of this label")
+    sheet.add_argument("--n", type=int, default=24, help="samples to show")
     sheet.set_defaults(run=_cmd_preview)
     return parser
 

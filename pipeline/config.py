@@ -39,12 +39,15 @@ class FrameConfig(Section):
     ``1 - truncation_tolerance`` of the frames its container claims, is recorded as truncated; ``truncated``:
     ``keep`` (its frames are kept and flagged) or ``reject`` (the video is rejected)."""
 
-    policy: Literal["even", "every", "all"] = "even"
-    count: Count = 4
-    step: Count = 10
-    max_frames: Annotated[int, Strict(), Field(ge=0)] = 0
-    truncated: Literal["keep", "reject"] = "keep"
-    truncation_tolerance: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.05
+    policy: Literal["even", "every", "all"] = Field("even", description="which frames of a video are sampled")
+    count: Count = Field(4, description="frames per video under `even`")
+    step: Count = Field(10, description="frame step under `every`")
+    max_frames: Annotated[int, Strict(), Field(ge=0)] = Field(0, description="cap on any policy's frames, the "
+                                                              "first kept (0: no cap)")
+    truncated: Literal["keep", "reject"] = Field("keep", description="what a video that ends early gets: its "
+                                                 "frames kept and flagged, or rejected")
+    truncation_tolerance: Annotated[float, Strict(), Field(ge=0, lt=1)] = Field(
+        0.05, description="share of the container's claimed frames a video may lack before it counts as truncated")
 
 
 Side = Annotated[int, Strict(), Field(ge=12)]  # MTCNN's smallest window is 12 pixels
@@ -64,18 +67,28 @@ class FaceConfig(Section):
     ``sizing`` overrides both per dataset (``{oulu: {max_side: 480, min_face_size: 60}}``), as
     ``python -m pipeline face-sizes`` recommends from the faces of a copy."""
 
-    min_face_size: Side = 40
-    thresholds: tuple[Probability, Probability, Probability] = (0.6, 0.7, 0.7)  # MTCNN's three stages
-    factor: Annotated[float, Strict(), Field(gt=0, lt=1)] = 0.709
-    min_score: Probability = 0.70  # MTCNN's own last-stage threshold: no extra filter unless raised
-    crop: Literal["aligned", "box"] = "aligned"
-    size: Annotated[int, Strict(), Field(ge=16, le=2048)] = 256
-    padding: Annotated[float, Strict(), Field(ge=0, le=4)] = 0.37
-    max_side: Side = 640  # frames are downscaled so that their longer side is at most this for detection
-    template: Literal["public", "compact"] = "public"
-    hsv: Literal["pil", "opencv"] = "pil"
-    orientation: Literal["auto", "off"] = "auto"
-    sizing: dict[str, dict[Literal["max_side", "min_face_size"], Side]] = {}  # dataset -> {max_side, min_face_size}
+    min_face_size: Side = Field(40, description="smallest face MTCNN searches, in pixels of the downscaled frame")
+    thresholds: tuple[Probability, Probability, Probability] = Field(
+        (0.6, 0.7, 0.7), description="MTCNN's three stages' thresholds (P-, R- and O-Net)")
+    factor: Annotated[float, Strict(), Field(gt=0, lt=1)] = Field(0.709, description="MTCNN's image pyramid "
+                                                                  "scale factor")
+    min_score: Probability = Field(0.70, description="least face score (MTCNN's probability) a kept face has; "
+                                   "MTCNN's own last-stage threshold, so no extra filter unless raised")
+    crop: Literal["aligned", "box"] = Field("aligned", description="landmark-aligned crop or square box crop")
+    size: Annotated[int, Strict(), Field(ge=16, le=2048)] = Field(256, description="side of the stored crops, "
+                                                                  "in pixels")
+    padding: Annotated[float, Strict(), Field(ge=0, le=4)] = Field(0.37, description="margin around the face: "
+                                                                   "the template's (aligned) or per side (box)")
+    max_side: Side = Field(640, description="frames are downscaled so that their longer side is at most this "
+                           "for detection")
+    template: Literal["public", "compact"] = Field("public", description="the aligned crop's mean face: the "
+                                                   "public code's, or this project's first")
+    hsv: Literal["pil", "opencv"] = Field("pil", description="HSV conversion: Pillow's (H in 0-255) or "
+                                          "OpenCV's (H in 0-179)")
+    orientation: Literal["auto", "off"] = Field("auto", description="try a video with no upright face turned "
+                                                "by 90, 180 and 270 degrees")
+    sizing: dict[str, dict[Literal["max_side", "min_face_size"], Side]] = Field(
+        {}, description="per-dataset `max_side` and `min_face_size`, e.g. `{oulu: {max_side: 480}}`")
 
     @field_validator("sizing")
     @classmethod
@@ -105,18 +118,23 @@ class DepthConfig(Section):
     for attacks). With face-alignment it runs the 3D landmark networks on attack faces too; with the generic
     backend it only reflects the five landmarks' geometry. A face whose estimate cannot be made is rejected."""
 
-    backend: Literal["auto", "face-alignment", "mediapipe", "generic"] = "auto"
-    size: Annotated[int, Strict(), Field(ge=8, le=1024)] = 32
-    weights_dir: Annotated[str, Strict()] | None = None
-    store_estimate: Annotated[bool, Strict()] = False
-    fallback: Literal["generic", "reject"] = "generic"
+    backend: Literal["auto", "face-alignment", "mediapipe", "generic"] = Field(
+        "auto", description="the 3D face model behind live faces' depth maps")
+    size: Annotated[int, Strict(), Field(ge=8, le=1024)] = Field(32, description="side of the depth maps, in "
+                                                                 "pixels")
+    weights_dir: Annotated[str, Strict()] | None = Field(None, description="face-alignment's weights folder "
+                                                         "(None: the torch hub cache); not hashed")
+    store_estimate: Annotated[bool, Strict()] = Field(False, description="also store every kept face's "
+                                                      "unmasked depth estimate, attacks included")
+    fallback: Literal["generic", "reject"] = Field("generic", description="what a face Face Mesh cannot fit "
+                                                   "gets: the generic surface, or rejection")
 
 
 class ShardConfig(Section):
     """How samples are stored: ``samples_per_shard`` per HDF5 file, ``compression`` none, lzf or gzip."""
 
-    samples_per_shard: Count = 512
-    compression: Literal["none", "lzf", "gzip"] = "none"
+    samples_per_shard: Count = Field(512, description="samples per HDF5 file")
+    compression: Literal["none", "lzf", "gzip"] = Field("none", description="HDF5 compression of the datasets")
 
 
 class ComputeConfig(Section):
@@ -126,22 +144,30 @@ class ComputeConfig(Section):
     ``videos_per_task``: videos whose frames a task detects together (0: 16 frames' worth on the CPU, 64 on
     CUDA)."""
 
-    scheduler: Annotated[str, Strict()] | None = None
-    workers: Count = 2
-    threads_per_worker: Count = 1
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    worker_timeout: Annotated[float, Strict(), Field(gt=0)] = 300.0
-    videos_per_task: Annotated[int, Strict(), Field(ge=0)] = 0
+    scheduler: Annotated[str, Strict()] | None = Field(None, description="address of an existing "
+                                                       "dask.distributed scheduler (None: a LocalCluster)")
+    workers: Count = Field(2, description="the LocalCluster's worker processes")
+    threads_per_worker: Count = Field(1, description="threads of each worker process")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where MTCNN and the depth networks run "
+                                                   "(auto: CUDA when present)")
+    worker_timeout: Annotated[float, Strict(), Field(gt=0)] = Field(300.0, description="seconds a build waits "
+                                                                    "with no dask worker before it gives up")
+    videos_per_task: Annotated[int, Strict(), Field(ge=0)] = Field(0, description="videos whose frames one "
+                                                                   "task detects together (0: 16 frames' worth "
+                                                                   "on the CPU, 64 on CUDA)")
 
 
 class BuildConfig(Section):
     """A build: its ``name`` (one path component: the build's folder under ``output_dir`` and
     ``manifest_dir``), the dataset roots, and the sections above."""
 
-    name: Annotated[str, Strict()]
-    datasets: dict[str, Annotated[str, Strict()]]  # dataset name -> root folder
-    output_dir: Annotated[str, Strict()]  # shards and per-video intermediates go here
-    manifest_dir: Annotated[str, Strict()] = "data_manifests"
+    name: Annotated[str, Strict()] = Field(description="the build's folder name under `output_dir` and "
+                                           "`manifest_dir`")
+    datasets: dict[str, Annotated[str, Strict()]] = Field(description="dataset name (casia, replay, msu, oulu, "
+                                                          "rose) -> root folder of its copy")
+    output_dir: Annotated[str, Strict()] = Field(description="where shards and per-video intermediates go")
+    manifest_dir: Annotated[str, Strict()] = Field("data_manifests", description="where the build's manifest "
+                                                   "and tables go")
     frames: FrameConfig = FrameConfig()
     face: FaceConfig = FaceConfig()
     depth: DepthConfig = DepthConfig()

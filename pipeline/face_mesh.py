@@ -6,7 +6,9 @@ the fallback. Points come back in crop pixels: x right, y down, z in pixels, lar
 (Face Mesh's convention, scaled like x)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,6 +53,22 @@ def available() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def native_stderr_dropped():
+    """Drop what native code writes to file descriptor 2 meanwhile. Face Mesh's start (building its graph,
+    its first inference) prints absl's "All log messages before absl::InitializeLog()" notice and TFLite's
+    delegate and feedback-manager lines there whatever ``GLOG_minloglevel`` says, once per worker process."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class FaceMeshLandmarks:
     """Face Mesh in static-image mode (each crop on its own), one face per crop."""
 
@@ -58,17 +76,23 @@ class FaceMeshLandmarks:
         model_sha256()  # fails naming the file before the graph is built
         from mediapipe.python.solutions.face_mesh import FaceMesh
         try:
-            self.mesh = FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-                                 min_detection_confidence=0.5)
+            # the graph's threads start (and print) as it is built: one inference waits until they have
+            with native_stderr_dropped():
+                self.mesh = FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                                     min_detection_confidence=0.5)
+                self.mesh.process(np.zeros((64, 64, 3), np.uint8))
         except Exception as err:  # a corrupt model file surfaces here, as a RuntimeError of the graph
             raise FileNotFoundError(f"{model_path()}: Face Mesh could not load its model: {err}") from None
+        self.started = False  # the first face found prints a projection notice
 
     def predict(self, crop: np.ndarray) -> np.ndarray | None:
         """468 x 3 points of the face in an RGB uint8 crop (pixels; z larger = farther), or None."""
         h, w = crop.shape[:2]
-        found = self.mesh.process(np.ascontiguousarray(crop))
+        with native_stderr_dropped() if not self.started else contextlib.nullcontext():
+            found = self.mesh.process(np.ascontiguousarray(crop))
         if not found.multi_face_landmarks:
             return None
+        self.started = True
         marks = found.multi_face_landmarks[0].landmark
         return np.array([(p.x * w, p.y * h, p.z * w) for p in marks], np.float64)
 

@@ -1,6 +1,6 @@
 """A contact sheet of what a build holds: for a few samples, the face crop, its HSV and LBP channels, the depth
-target and the stored depth estimate, with video, frame, label, detector score and depth source under each,
-so a data engineer can look at a cache before training on it."""
+target and the stored depth estimate, each column labelled, with video, frame, label, MTCNN's face score and
+depth source under each, so a data engineer can look at a cache before training on it."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,9 @@ from .shards import open_shard
 
 TILE = 128  # pixels per tile side
 CAPTION = 34  # pixels of text under a sample's tiles
+HEADER = 18  # pixels of column labels above the first row
 COLUMNS = 2  # samples side by side
+LABELS = ("crop", "HSV", "LBP (red)", "depth target", "depth estimate")  # one per tile, in tiles() order
 
 
 def pick(samples: pd.DataFrame, n: int, dataset: str | None = None, label: str | None = None) -> pd.DataFrame:
@@ -49,7 +51,8 @@ def tiles(sample: dict) -> list[np.ndarray]:
     return out
 
 
-def contact_sheet(build, n: int = 24, dataset: str | None = None, label: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+def contact_sheet(build, n: int = 24, dataset: str | None = None,
+                  label: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """(RGB image, the samples shown, in order) of a build."""
     manifest_path = find_manifest(build)
     manifest = json.loads(manifest_path.read_text())
@@ -66,11 +69,8 @@ def contact_sheet(build, n: int = 24, dataset: str | None = None, label: str | N
             sample = {k: f[k][int(row.row)] for k in names if k in f}
             strip = np.concatenate(tiles(sample), axis=1)
             caption = np.full((CAPTION, strip.shape[1], 3), 255, np.uint8)
-            source = getattr(row, "depth_source", "")
-            for line, text in enumerate((f"{row.video_id} #{row.frame_index}",
-                                         f"{row.label}  score {float(sample['score']):.3f}  depth: {source}")):
-                cv2.putText(caption, text[:90], (4, 13 + 15 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
-                            cv2.LINE_AA)
+            for line, text in enumerate(caption_lines(row, float(sample["score"]))):
+                _write(caption, text[:90], 4, 13 + 15 * line)
             blocks.append(np.concatenate([strip, caption], axis=0))
     finally:
         for f in handles.values():
@@ -78,7 +78,21 @@ def contact_sheet(build, n: int = 24, dataset: str | None = None, label: str | N
     while len(blocks) % COLUMNS:
         blocks.append(np.full_like(blocks[0], 255))
     rows = [np.concatenate(blocks[i:i + COLUMNS], axis=1) for i in range(0, len(blocks), COLUMNS)]
-    return np.concatenate(rows, axis=0), chosen
+    header = np.full((HEADER, rows[0].shape[1], 3), 255, np.uint8)
+    per_sample = blocks[0].shape[1] // TILE
+    for column in range(COLUMNS * per_sample):
+        _write(header, LABELS[column % per_sample], column * TILE + 4, 13)
+    return np.concatenate([header, *rows], axis=0), chosen
+
+
+def caption_lines(row, face_score: float) -> tuple[str, str]:
+    """The two lines under a sample: video and frame; label, MTCNN's face score and what made its depth map."""
+    return (f"{row.video_id} #{row.frame_index}",
+            f"{row.label}  face score {face_score:.3f}  depth: {getattr(row, 'depth_source', '')}")
+
+
+def _write(image: np.ndarray, text: str, x: int, y: int) -> None:
+    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
 
 
 def write_preview(build, out: str | Path, n: int = 24, dataset: str | None = None, label: str | None = None) -> Path:

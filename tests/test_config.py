@@ -120,3 +120,23 @@ def test_the_paper_frames_template_takes_meta_patterns_two_frames():
     full = load_config(ROOT / "configs/build/full.yaml")
     assert (paper.frames.policy, paper.frames.count) == ("even", 2)  # Meta Pattern's code: 2 evenly spaced
     assert paper.face == full.face and paper.depth == full.depth and paper.datasets == full.datasets
+
+
+def test_the_configuration_reference_is_generated_from_the_config_classes():
+    """docs/configuration.md lists every key of every section with its type, bounds, default and meaning."""
+    from pipeline.config import SECTIONS, BuildConfig
+    from pipeline.config_reference import reference, type_text
+    text = reference()
+    assert (ROOT / "docs/configuration.md").read_text() == text, \
+        "docs/configuration.md is stale: run fas-pipeline config-reference > docs/configuration.md"
+    for prefix, section in (("", BuildConfig), *((f"{k}.", v) for k, v in SECTIONS.items())):
+        for name, field in section.model_fields.items():
+            if name in SECTIONS:
+                continue
+            assert field.description, f"{prefix}{name} has no description"
+            assert f"| `{prefix}{name}` | {type_text(field)} |" in text
+    face, frames = SECTIONS["face"].model_fields, SECTIONS["frames"].model_fields
+    assert type_text(face["size"]) == "int ≥ 16, ≤ 2048" and type_text(face["crop"]) == '"aligned" \\| "box"'
+    assert type_text(frames["truncation_tolerance"]) == "float ≥ 0, < 1"
+    assert "| `shards.samples_per_shard` | int ≥ 1 | `512` |" in text and "| `name` | str | required |" in text
+    assert "| `depth.weights_dir` | str or null | `null` |" in text

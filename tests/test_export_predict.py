@@ -153,7 +153,7 @@ def test_every_method_exports_and_scores_as_its_run(method, train_build, tmp_pat
 def test_eval_with_another_fusion_and_failures_counted_as_rejected(erm_run, train_build, tmp_path, capsys):
     from fas_train.metrics import auc, video_level
     from fas_train.protocols import load_protocol
-    from fas_train.train import acquisition_failures
+    from fas_train.evaluation import acquisition_failures
     run = tmp_path / "run"
     shutil.copytree(erm_run, run)
     assert main(["eval", "--run", str(run), "--fusion", "max"]) == 0

@@ -20,7 +20,7 @@ from pipeline.config import BuildConfig, DepthConfig, FaceConfig
 from pipeline.depth import generic_depth, landmark_depth, resolve_backend
 from pipeline.extract import depth_estimates
 from pipeline.faces import FaceDetector, crop_face, crop_matrix, transform_points
-from pipeline.preview import CAPTION, COLUMNS, TILE, contact_sheet, tiles
+from pipeline.preview import CAPTION, COLUMNS, HEADER, LABELS, TILE, caption_lines, contact_sheet, tiles
 
 from test_build import build, write_config
 
@@ -126,15 +126,22 @@ def test_a_build_records_the_backend_its_model_and_each_samples_depth_source(cor
 
     image, shown = contact_sheet(tmp_path / "manifests/t", n=5, label="live")
     rows = -(-len(shown) // COLUMNS)
-    assert image.shape == (rows * (TILE + CAPTION), COLUMNS * 5 * TILE, 3) and (shown["label"] == "live").all()
+    assert image.shape == (HEADER + rows * (TILE + CAPTION), COLUMNS * 5 * TILE, 3) and (shown["label"] == "live").all()
+    header = image[:HEADER]
+    assert all((header[:, c * TILE:(c + 1) * TILE] < 128).any() for c in range(COLUMNS * 5))  # every column labelled
+    assert LABELS == ("crop", "HSV", "LBP (red)", "depth target", "depth estimate")
+    first = shown.iloc[0]
+    assert caption_lines(first, 0.98765) == (f"{first['video_id']} #{first['frame_index']}",
+                                             f"live  face score 0.988  depth: {first['depth_source']}")
     with h5py.File(tmp_path / "out/t/shards" / shown["shard"].iloc[2], "r") as f:
         sample = {k: f[k][int(shown["row"].iloc[2])] for k in ("rgb", "hsv", "lbp", "depth", "depth_estimate")}
-    first_row_of_third = image[TILE + CAPTION:2 * (TILE + CAPTION), :5 * TILE]  # third sample: row 2, column 1
+    third = HEADER + TILE + CAPTION  # the third sample: row 2, column 1
+    first_row_of_third = image[third:third + TILE + CAPTION, :5 * TILE]
     assert np.array_equal(first_row_of_third[:TILE], np.concatenate(tiles(sample), axis=1))
     done = subprocess.run([sys.executable, "-m", "pipeline", "preview", str(tmp_path / "manifests/t"),
                            "--out", str(tmp_path / "sheet.png"), "--n", "4"], capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == 0 and cv2.imread(str(tmp_path / "sheet.png")).shape == (2 * (TILE + CAPTION),
+    assert done.returncode == 0 and cv2.imread(str(tmp_path / "sheet.png")).shape == (HEADER + 2 * (TILE + CAPTION),
                                                                                      COLUMNS * 5 * TILE, 3)
 
 
@@ -151,3 +158,22 @@ def test_a_fallback_is_stored_with_its_whole_reason(corpus, tmp_path, monkeypatc
     arrays, rejects, _ = load_result(result_path(config.build_dir, job))
     assert list(arrays["depth_source"]) == ["generic fallback: Face Mesh found no face in the crop"] * 2
     assert rejects == [] and arrays["depth"].max() > 0
+
+
+def test_face_mesh_start_up_lines_are_dropped_and_stderr_comes_back():
+    """absl's and TFLite's start-up lines go to fd 2 whatever GLOG_minloglevel says: each worker printed them."""
+    script = ("import contextlib, sys, cv2\n"
+              "from skimage import data\n"
+              "from pipeline import face_mesh\n"
+              "if sys.argv[1] == 'off':\n"
+              "    face_mesh.native_stderr_dropped = contextlib.nullcontext\n"
+              "mesh = face_mesh.FaceMeshLandmarks()\n"
+              "face = cv2.resize(data.astronaut()[:300, 100:400], (256, 256))\n"
+              "print(mesh.predict(face).shape, mesh.predict(face).shape)\n"
+              "print('stderr is back', file=sys.stderr)\n")
+    noise = ("absl::InitializeLog", "XNNPACK", "inference_feedback_manager")
+    runs = {mode: subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=120)
+            for mode in ("on", "off")}
+    assert all(r.returncode == 0 and r.stdout.split() == ["(468,", "3)", "(468,", "3)"] for r in runs.values())
+    assert any(line in runs["off"].stderr for line in noise)  # what the workers printed before
+    assert not any(line in runs["on"].stderr for line in noise) and "stderr is back" in runs["on"].stderr

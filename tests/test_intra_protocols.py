@@ -11,7 +11,8 @@ import pytest
 from fas_train.collect import collect, format_table
 from fas_train.data import load_build
 from fas_train.protocols import load_protocol
-from fas_train.train import RunConfig, run
+from fas_train.settings import RunConfig
+from fas_train.train import run
 from pipeline.datasets.oulu_protocols import EXPECTED, members
 
 CONFIGS = sorted((Path(__file__).parents[1] / "fas_train" / "configs" / "protocols" / "oulu").glob("*.yaml"))

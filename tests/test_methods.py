@@ -18,7 +18,8 @@ from fas_train.methods import METHODS
 from fas_train.methods.metapattern import MetaPattern, MetaPatternConfig, chunk_rows, select
 from fas_train.metrics import compared_metrics
 from fas_train.models.metapattern_nets import HFM, HFN
-from fas_train.train import RunConfig, run
+from fas_train.settings import RunConfig
+from fas_train.train import run
 
 from conftest import PROTOCOL
 
@@ -229,10 +230,12 @@ def test_hfn_with_depth_reads_the_unmasked_estimate_never_the_target(train_build
 def test_ccdd_unbalanced_draw_reaches_both_samplers(train_build, tmp_path):
     """ccdd.txt: 16 images and 2 clips per domain, class balance unstated; ``balanced=false`` draws them so."""
     from fas_train import train as loop
+    from fas_train.inputs import run_data
+    from fas_train.settings import build_method
     for balanced in (True, False):
         cfg = run_config(train_build, tmp_path, "ccdd-video", 1, options=("clip_length=2", f"balanced={balanced}"))
-        _, _, _, ((_, train_set), _, _) = loop.run_data(cfg)
-        method = loop.build_method(cfg, sorted(set(train_set.domains.tolist())))
+        _, _, _, ((_, train_set), _, _) = run_data(cfg)
+        method = build_method(cfg, sorted(set(train_set.domains.tolist())))
         frames, _, clips = loop.samplers(cfg, method, train_set, 0, 1)
         assert frames.class_balanced is clips.videos.class_balanced is balanced
         domains = len(set(train_set.domains.tolist()))

@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from fas_train.train import evaluate_run, run
+from fas_train.evaluation import evaluate_run
+from fas_train.train import run
 from pipeline.depth import DEPTH_WEIGHTS, FAN_WEIGHTS, FanLandmarks
 
 from test_train import config

@@ -21,7 +21,7 @@ from fas_train.methods import METHODS
 from fas_train.protocols import CONFIGS, load_protocol
 from fas_train.sweep import gpu_slot, load_sweep, run_sweep, train_command
 from fas_train.table import frames_per_video, load_published, published_row, run_level, run_rows
-from fas_train.train import RunConfig
+from fas_train.settings import RunConfig
 
 SETTINGS = {"steps": 4, "eval_every": 2, "per_class": 2, "network": "small", "input_size": 32, "device": "cpu"}
 

@@ -18,7 +18,9 @@ import torch
 
 from fas_train.methods import NonFiniteLoss, RFM, RFMConfig
 from fas_train.models import rfm_networks
-from fas_train.train import RunConfig, evaluate_run, run
+from fas_train.evaluation import evaluate_run
+from fas_train.settings import RunConfig
+from fas_train.train import run
 
 from conftest import PROTOCOL
 
@@ -91,6 +93,38 @@ def test_outputs_name_the_selection_and_oracle_mode(train_build, tmp_path):
     result = subprocess.run([sys.executable, "-m", "fas_train", "eval", "--run", str(tmp_path / "honest")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "HTER@source-threshold" in result.stdout
+    oracle_scores = oracle["selection_scores"]  # selected on the target: its scores are the target's
+    for level in ("frame", "video"):
+        assert oracle_scores["auc" if level == "frame" else "video_auc"] == pytest.approx(oracle["metrics"][level]["auc"])
+
+
+def test_summary_puts_what_selection_saw_beside_what_the_target_gives(train_build, tmp_path, capsys):
+    from fas_train.cli import main
+    honest = run(config(train_build, tmp_path / "honest", 3))
+    oracle = run(config(train_build, tmp_path / "oracle", 3, method="erm", select_on_target=True))
+    (tmp_path / "unfinished").mkdir()
+    folders = [str(tmp_path / name) for name in ("honest", "unfinished", "oracle")]
+    for level, source_key in (("frame", "auc"), ("video", "video_auc")):
+        assert main(["summary", *folders, "--level", level, "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert [(r["method"], r["selection"], r["level"]) for r in rows] == [("rfm", "honest", level),
+                                                                            ("erm", "ORACLE", level)]
+        for row, report in zip(rows, (honest, oracle)):
+            target = report["metrics"][level]
+            assert row["source_auc"] == report["selection_scores"][source_key]
+            assert (row["target_auc"], row["target_hter"]) == (target["auc"], target["hter_at_source_threshold"])
+            assert row["gap"] == pytest.approx(row["source_auc"] - row["target_auc"])
+            assert row["best_step"] == report["best_step"] and row["protocol"] == "O&C&I->M"
+    assert main(["summary", *folders]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].split() == ["method", "protocol", "level", "source-val", "AUC", "target", "AUC", "target", "HTER",
+                               "gap"]
+    assert text[2].split()[:2] == ["erm", "O&C&I->M"] and text[2].endswith("ORACLE (selected on the target)")
+    assert f"{honest['metrics']['frame']['auc']:.4f}" == text[1].split()[4]
+    assert text[-2] == (f"rfm: {tmp_path / 'honest'}/report.json, plots {tmp_path / 'honest'}/roc.png, det.png, "
+                        f"histogram.png")
+    assert main(["summary", str(tmp_path / "unfinished")]) == 2
+    assert "no finished run" in capsys.readouterr().err
 
 
 def test_a_non_finite_loss_never_reaches_the_weights():
@@ -243,7 +277,7 @@ def test_a_flipped_byte_with_its_mtime_restored_is_still_hashed(train_build, tmp
 
 
 def test_options_take_their_fields_types(train_build, tmp_path):
-    from fas_train.train import method_config
+    from fas_train.settings import method_config
     _, parsed = method_config(config(train_build, tmp_path, 1, options=("lr=1e-4", "meta=false", "per_class=3")))
     assert parsed.lr == 1e-4 and isinstance(parsed.lr, float) and parsed.meta is False and parsed.per_class == 3
     result = run(config(train_build, tmp_path / "run", 1, options=("lr=1e-4",)))  # torch.optim got a str before
@@ -258,24 +292,26 @@ def test_options_take_their_fields_types(train_build, tmp_path):
 def test_model_selection_scores_source_validation_never_the_target(train_build, tmp_path, monkeypatch, method):
     """The honest default scores only the held-out source videos (the ORACLE mode only the target), and a
     checkpoint is kept by the method's own number: frame scores, or CCDD's video branch."""
-    from fas_train import train as loop
+    from fas_train import selection
+    from fas_train.inputs import run_data
+    from fas_train.settings import build_method, resolved
     options = ("pretrained=none", "clip_length=2") if method == "ccdd-video" else ()
     seen = []
     for name in ("score", "video_scores"):
-        real = getattr(loop, name)
-        monkeypatch.setattr(loop, name, lambda m, dataset, *a, real=real, name=name: seen.append((name, dataset))
+        real = getattr(selection, name)
+        monkeypatch.setattr(selection, name, lambda m, dataset, *a, real=real, name=name: seen.append((name, dataset))
                             or real(m, dataset, *a))
     for oracle in (False, True):
         cfg = config(train_build, tmp_path / str(oracle), 1, method=method, options=options, select_on_target=oracle)
-        _, _, _, ((_, train_set), (val_rows, val_set), (target_rows, target_set)) = loop.run_data(cfg)
-        model = loop.build_method(cfg, sorted(set(train_set.domains.tolist())))
-        cfg = loop.resolved(cfg, model)
+        _, _, _, ((_, train_set), (val_rows, val_set), (target_rows, target_set)) = run_data(cfg)
+        model = build_method(cfg, sorted(set(train_set.domains.tolist())))
+        cfg = resolved(cfg, model)
         (tmp_path / str(oracle)).mkdir()
         seen.clear()
-        keys = loop.selection_keys(model)
+        keys = selection.selection_keys(model)
         state = {"step": 1, "best": {"step": 0, keys[0]: 1.0, keys[1]: 0.0}}  # a worst-possible kept entry
-        loop.evaluate_and_select(model, cfg, torch.device("cpu"), state, val_set, val_rows, target_set, target_rows,
-                                 tmp_path / str(oracle))
+        selection.evaluate_and_select(model, cfg, torch.device("cpu"), state, val_set, val_rows, target_set,
+                                      target_rows, tmp_path / str(oracle))
         expected = target_set if oracle else val_set
         assert seen and all(dataset is expected for _, dataset in seen), seen
         assert {name for name, _ in seen} == ({"score", "video_scores"} if method == "ccdd-video" else {"score"})
@@ -286,7 +322,7 @@ def test_model_selection_scores_source_validation_never_the_target(train_build, 
         if other:
             unbeatable.update({other[0]: 1.0, other[1]: 0.0})  # the image branch's as bad as can be
         state = {"step": 2, "best": unbeatable}
-        loop.evaluate_and_select(model, cfg, torch.device("cpu"), state, val_set, val_rows, target_set, target_rows,
-                                 tmp_path / str(oracle))
+        selection.evaluate_and_select(model, cfg, torch.device("cpu"), state, val_set, val_rows, target_set,
+                                      target_rows, tmp_path / str(oracle))
         assert state["best"]["step"] == 0  # ranked by the method's own keys
     assert keys == (("video_branch_eer", "video_branch_auc") if method == "ccdd-video" else ("eer", "auc"))
