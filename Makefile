@@ -42,9 +42,9 @@ benchmark: $(STAMP)
 	$(PY) -m pipeline build --config configs/build/benchmark.yaml
 	$(PY) -m fas_train sweep benchmark_mico --workers 2
 
-# two processes, each taking whole test files (module fixtures are built once); plain pytest runs serially
+# two processes that take tests as they free up (pytest-xdist's worksteal); plain pytest runs serially
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 # Not in CI (about an hour on 2 cores): mutmut over the trainer's maths ([mutmut] in setup.cfg, the fast
 # tests that claim to check it); `mutmut results` lists the survivors, docs/mutation.md the equivalent ones

@@ -26,7 +26,7 @@ def _cmd_train(args) -> int:
     values["options"] = tuple(args.option)
     result = run(RunConfig(**values))
     if result is not None:  # under torchrun, process 0 reports
-        _print(result, Path(args.out))
+        _print(result, Path(args.out), args.json)
     return 0
 
 
@@ -34,7 +34,7 @@ def _cmd_eval(args) -> int:
     from .evaluation import evaluate_run
     result = evaluate_run(Path(args.run), verify=not args.no_verify, build=args.build, fusion=args.fusion,
                           fta_rejected=args.fta_rejected)
-    _print(result, Path(args.run))
+    _print(result, Path(args.run), args.json)
     return 0
 
 
@@ -129,8 +129,11 @@ def _cmd_methods(args) -> int:
     return 0
 
 
-def _print(result: dict, out: Path) -> None:
+def _print(result: dict, out: Path, as_json: bool = False) -> None:
     from .metrics import operating_summary
+    if as_json:
+        print(json.dumps({**result, "run": str(out)}, indent=2, sort_keys=True))
+        return
     video, frame = result["metrics"]["video"], result["metrics"]["frame"]
     print(f"{result['method']} on {result['protocol']} ({result['variant']} splits); selection: {result['selection']}")
     print(f"  video level ({result.get('fusion', 'mean')} of frames): AUC {video['auc']:.4f}  "
@@ -201,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--select-on-target", dest="select_on_target", action="store_true",
                        help="ORACLE mode: pick the checkpoint on the target test set (labelled in every output)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--json", action="store_true", help="print the report as JSON (the only output on stdout)")
     train.add_argument("--domains", choices=["dataset", "camera", "session"], default=None,
                        help="the sample column whose values are the domains the methods split (default: the "
                             "protocol's: dataset across datasets, camera within OULU-NPU)")
@@ -218,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--build", default=None, metavar="PATH",
                           help="where the run's build is now (a moved or copied build's manifest folder; accepted "
                                "when its manifest content is the run's); default: the build run.json names")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
     _scoring_options(evaluate, default=None)
     evaluate.set_defaults(handler=_cmd_eval)
     exporting = commands.add_parser("export", help="write a finished run's model as a self-contained folder "

@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 
 import luigi
 from luigi.execution_summary import LuigiStatusCode
@@ -20,13 +21,13 @@ from .config import load_config
 from .identity import check_outputs
 
 
-def run_build(config_path, *, quiet: bool = False) -> int:
-    """Build (or finish, or confirm) the shards of a config; return the exit status."""
+def run_build(config_path, *, quiet: bool = False, as_json: bool = False) -> int:
+    """Build (or finish, or confirm) the shards of a config; return the exit status. ``as_json``: the closing
+    summary (:func:`summary_record`) is printed as JSON, the only thing on stdout."""
     cfg = load_config(config_path)  # fail early, naming the file, on a bad config
     check_outputs(cfg)  # a changed config under an existing name: BuildConflict (a ValueError), nothing touched
     if (cfg.manifest_path / "manifest.json").is_file():  # BuildManifest's output: nothing left to do
-        print(f"build {cfg.name!r} is already complete: nothing to do")
-        print(summary(cfg))
+        _report(summary_record(cfg, "already complete"), as_json)
         return 0
     start = time.perf_counter()
     from .tasks import BuildManifest
@@ -42,6 +43,9 @@ def run_build(config_path, *, quiet: bool = False) -> int:
         close_clients()
         print(f"build {cfg.name!r} stopped by {stop.signal_name} after {time.perf_counter() - start:.1f} s: "
               f"{finished_work(cfg)}; finished work is kept and a re-run resumes", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"build": cfg.name, "status": f"stopped by {stop.signal_name}",
+                              "seconds": round(time.perf_counter() - start, 1), "finished": finished_work(cfg)}))
         return 128 + stop.number
     finally:
         for number, handler_before in previous.items():
@@ -49,14 +53,23 @@ def run_build(config_path, *, quiet: bool = False) -> int:
         luigi.Task.remove_event_handler(luigi.Event.FAILURE, handler)
         close_clients()
     if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
-        print(result.summary_text)
+        print(result.summary_text, file=sys.stderr if as_json else sys.stdout)
         for failed, err in failures:  # the reasons, after Luigi's tracebacks
             print(f"error in {failed.task_family}: {err}", file=sys.stderr)
-        print(f"build {cfg.name!r} FAILED after {time.perf_counter() - start:.1f} s; finished videos are kept, "
-              f"a re-run resumes")
+        seconds = round(time.perf_counter() - start, 1)
+        if as_json:
+            print(json.dumps({"build": cfg.name, "status": "failed", "seconds": seconds,
+                              "errors": [f"{failed.task_family}: {err}" for failed, err in failures],
+                              "finished": finished_work(cfg)}))
+        else:
+            print(f"build {cfg.name!r} FAILED after {seconds} s; finished videos are kept, a re-run resumes")
         return 1
-    print(summary(cfg))
+    _report(summary_record(cfg, "built"), as_json)
     return 0
+
+
+def _report(record: dict, as_json: bool) -> None:
+    print(json.dumps(record, indent=2, sort_keys=True) if as_json else format_summary(record))
 
 
 class BuildStopped(KeyboardInterrupt):
@@ -79,25 +92,39 @@ def finished_work(cfg) -> str:
     return f"{results} video(s) extracted, {shards} shard(s) written"
 
 
-def summary(cfg) -> str:
-    """What a finished build made and skipped, from its manifest."""
+def summary_record(cfg, status: str) -> dict:
+    """What a finished build made and skipped, from its manifest: plain values (``--json`` prints them)."""
     manifest = json.loads((cfg.manifest_path / "manifest.json").read_text())
-    timings = json.loads((cfg.manifest_path / "timings.json").read_text())
-    rejects = manifest["rejects"]
-    lines = [f"build {cfg.name!r}: {manifest['samples']} samples in {len(manifest['shards'])} shard(s) under "
-             f"{manifest['shard_dir']}",
-             "  sources: " + ", ".join(f"{d} {s['videos']} videos" for d, s in manifest["sources"].items()),
-             f"  depth backend: {manifest['depth_backend']} ("
-             + (", ".join(f"{n} {v}" for n, v in manifest.get("depth_sources", {}).items()) or "no maps") + " samples)"
-             + ("; depth estimates stored" if "depth_estimate" in manifest.get("shard_datasets", ()) else "")
-             + f"; config hash {manifest['config_hash'][:12]}",
-             f"  skipped: {rejects['frames']} frame(s), {rejects['videos']} video(s); flagged: "
-             f"{rejects.get('flagged_videos', 0)} video(s) whose frames are kept (see rejects.csv)",
-             "  turned upright: " + (", ".join(f"{n} video(s) by {d} degrees" for d, n in
-                                                manifest.get("rotated_videos", {}).items()) or "none")]
+    return {"build": cfg.name, "status": status, "samples": manifest["samples"],
+            "shards": len(manifest["shards"]), "shard_dir": manifest["shard_dir"],
+            "videos": {d: s["videos"] for d, s in manifest["sources"].items()},
+            "depth_backend": manifest["depth_backend"], "depth_sources": manifest.get("depth_sources", {}),
+            "depth_estimates": "depth_estimate" in manifest.get("shard_datasets", ()),
+            "config_hash": manifest["config_hash"], "rejects": manifest["rejects"],
+            "rotated_videos": manifest.get("rotated_videos", {}),
+            "stage_seconds": json.loads((cfg.manifest_path / "timings.json").read_text()),
+            "manifest": str(cfg.manifest_path / "manifest.json")}
+
+
+def format_summary(record: dict) -> str:
+    """:func:`summary_record` as the lines a terminal shows."""
+    rejects = record["rejects"]
+    lines = [f"build {record['build']!r} is already complete: nothing to do"] \
+        if record["status"] == "already complete" else []
+    lines += [f"build {record['build']!r}: {record['samples']} samples in {record['shards']} shard(s) under "
+              f"{record['shard_dir']}",
+              "  sources: " + ", ".join(f"{d} {n} videos" for d, n in record["videos"].items()),
+              f"  depth backend: {record['depth_backend']} ("
+              + (", ".join(f"{n} {v}" for n, v in record["depth_sources"].items()) or "no maps") + " samples)"
+              + ("; depth estimates stored" if record["depth_estimates"] else "")
+              + f"; config hash {record['config_hash'][:12]}",
+              f"  skipped: {rejects['frames']} frame(s), {rejects['videos']} video(s); flagged: "
+              f"{rejects.get('flagged_videos', 0)} video(s) whose frames are kept (see rejects.csv)",
+              "  turned upright: " + (", ".join(f"{n} video(s) by {d} degrees" for d, n in
+                                                 record["rotated_videos"].items()) or "none")]
     lines += [f"    {n} x {reason}" for reason, n in rejects["by_reason"].items()]
     lines.append("  stage seconds (this and earlier runs): "
-                 + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    lines.append(f"  manifest: {cfg.manifest_path / 'manifest.json'} (check with: python -m pipeline audit "
-                 f"{cfg.manifest_path})")
+                 + ", ".join(f"{k} {v:.1f}" for k, v in record["stage_seconds"].items()))
+    lines.append(f"  manifest: {record['manifest']} (check with: python -m pipeline audit "
+                 f"{Path(record['manifest']).parent})")
     return "\n".join(lines)

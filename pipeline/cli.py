@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -10,6 +11,7 @@ from .cli_help import DefaultsFormatter, subcommand_parser
 from .datasets import INDEXERS, IndexWarning, LayoutError
 from .provenance import program_name, version_line
 from .shards import ShardError
+from .templates import template_names
 
 
 def _cmd_index(args) -> int:
@@ -19,6 +21,11 @@ def _cmd_index(args) -> int:
                          f"{args.out / (args.dataset + '.csv')} (its JSON summary goes beside it)")
     index = index_dataset(args.dataset, args.root, workers=args.workers, quiet=args.quiet)
     table_path, json_path = write_index(index, args.out)
+    if args.json:
+        written = json.loads(Path(json_path).read_text())  # the summary as written, its table's hash included
+        print(json.dumps({**written, "table_path": str(table_path), "summary_path": str(json_path)}, indent=2,
+                         sort_keys=True))
+        return 0
     print(format_summary(index.summary))
     print(f"wrote {table_path} and {json_path}")
     return 0
@@ -34,18 +41,39 @@ def _cmd_demo_data(args) -> int:
 
 def _cmd_build(args) -> int:
     from .build import run_build
-    return run_build(args.config, quiet=args.quiet)
+    return run_build(args.config, quiet=args.quiet, as_json=args.json)
 
 
 def _cmd_audit(args) -> int:
     from .audit import audit, leftovers
     problems = audit(args.build, args.shard_dir)
+    left = leftovers(args.build, args.shard_dir)
+    if args.json:
+        print(json.dumps({"build": str(args.build), "ok": not problems, "problems": problems,
+                          "leftovers": [str(p) for p in left]}, indent=2))
+        return 1 if problems else 0
     for problem in problems:
         print(f"MISMATCH {problem}", file=sys.stderr)
-    for path in leftovers(args.build, args.shard_dir):
+    for path in left:
         print(f"LEFTOVER {path}: a temporary file of a killed build (the next run of the build removes it)")
-    print(f"audit: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'the manifest, its tables and every shard match'}")
+    verdict = f"FAILED, {len(problems)} problem(s)" if problems else "the manifest, its tables and every shard match"
+    print(f"audit: {verdict}")
     return 1 if problems else 0
+
+
+def _cmd_init_config(args) -> int:
+    from .templates import write_template
+    roots = {}
+    for item in args.root:
+        dataset, sep, root = item.partition("=")
+        if not sep or dataset not in INDEXERS:
+            raise ValueError(f"--root {item!r}: expected DATASET=PATH with DATASET one of {sorted(INDEXERS)}")
+        roots[dataset] = root
+    top = {"name": args.name, "output_dir": args.output_dir, "manifest_dir": args.manifest_dir}
+    out = write_template(args.template, roots, args.out, top, force=args.force)
+    print(f"wrote {out} ({args.template} template, {len(roots)} dataset(s)); build it with: fas-pipeline build "
+          f"--config {out}")
+    return 0
 
 
 def _cmd_config_reference(args) -> int:
@@ -58,12 +86,13 @@ def _cmd_compare(args) -> int:
     from .compare import Tolerances, compare, format_summary
     summary, table = compare(args.build_a, args.build_b,
                              Tolerances(args.max_missing, args.min_iou, args.max_pixel_diff))
-    print(format_summary(summary))
+    print(json.dumps(summary, indent=2, sort_keys=True) if args.json else format_summary(summary))
     if args.out:
         from .atomic import write_csv, write_json
         write_csv(args.out, table)
         write_json(args.out.with_suffix(".json"), summary)
-        print(f"per-sample table: {args.out}; summary: {args.out.with_suffix('.json')}")
+        if not args.json:
+            print(f"per-sample table: {args.out}; summary: {args.out.with_suffix('.json')}")
     return 1 if summary["reasons"] else 0
 
 
@@ -102,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--out", required=True, type=Path, help="table to write (.csv); the summary goes beside it")
     index.add_argument("--workers", type=int, default=4, help="hashing threads")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.add_argument("--json", action="store_true", help="print the summary as JSON (the only output on stdout)")
     index.set_defaults(run=_cmd_index)
 
     demo = commands.add_parser("demo-data", help="write the synthetic demo corpus in the four official layouts")
@@ -117,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="build sharded HDF5 from indexed videos (Luigi + dask)")
     build.add_argument("--config", required=True, type=Path, help="build config YAML")
     build.add_argument("--quiet", action="store_true", help="no progress bars (batch jobs)")
+    build.add_argument("--json", action="store_true", help="print the summary as JSON (the only output on stdout)")
     build.set_defaults(run=_cmd_build)
 
     faces = commands.add_parser("face-sizes", help="measure face sizes per dataset and recommend detector sizing")
@@ -131,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("audit", help="check a build's shards against its manifest")
     check.add_argument("build", type=Path, help="the build's manifest folder (data_manifests/<name>) or file")
     check.add_argument("--shard-dir", type=Path, default=None, help="where the shards are, if moved")
+    check.add_argument("--json", action="store_true", help="print the summary as JSON (the only output on stdout)")
     check.set_defaults(run=_cmd_audit)
 
     versus = commands.add_parser("compare", help="compare two builds of the same sources (exit 1 beyond tolerances)")
@@ -142,7 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
     versus.add_argument("--max-pixel-diff", type=float, default=8.0,
                         help="largest mean absolute difference of a channel set or map, 0-255")
     versus.add_argument("--out", type=Path, default=None, help="write the per-sample table (CSV) and summary (JSON)")
+    versus.add_argument("--json", action="store_true", help="print the summary as JSON (the only output on stdout)")
     versus.set_defaults(run=_cmd_compare)
+
+    init = commands.add_parser("init-config", help="write a build config from a shipped template with your "
+                               "dataset roots (comments kept; checked before it is written)")
+    init.add_argument("template", choices=template_names(), help="full: all five datasets, 8 frames per video; "
+                      "paper-frames: the papers' 2 frames per video")
+    init.add_argument("--root", action="append", default=[], required=True, metavar="DATASET=PATH",
+                      help="a dataset's copy, repeatable (e.g. --root oulu=/data/Oulu_NPU); only these are built")
+    init.add_argument("--out", required=True, type=Path, help="the config file to write")
+    init.add_argument("--name", default=None, help="the build's name (default: the template's)")
+    init.add_argument("--output-dir", dest="output_dir", default=None,
+                      help="where shards go (default: the template's)")
+    init.add_argument("--manifest-dir", dest="manifest_dir", default=None,
+                      help="where manifests go (default: the template's)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    init.set_defaults(run=_cmd_init_config)
 
     keys = commands.add_parser("config-reference", help="print every build-config key with its type, default "
                                "and meaning (Markdown; docs/configuration.md is its output)")
@@ -169,6 +217,6 @@ def main(argv=None) -> int:
     warnings.showwarning = _show_warning
     try:
         return args.run(args)
-    except (LayoutError, FileNotFoundError, ValueError, ShardError) as err:
+    except (LayoutError, FileNotFoundError, FileExistsError, ValueError, ShardError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -47,7 +47,7 @@ def _connect(config: BuildConfig):
     if config.compute.scheduler:
         return Client(config.compute.scheduler)
     with dask.config.set(WORKER_CONFIG):
-        cluster = LocalCluster(n_workers=config.compute.workers, threads_per_worker=1, processes=True,
+        cluster = LocalCluster(n_workers=config.compute.worker_count(), threads_per_worker=1, processes=True,
                                dashboard_address=None)
     return Client(cluster)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -139,14 +140,16 @@ class ShardConfig(Section):
 
 class ComputeConfig(Section):
     """Where the work runs; does not change results (not hashed). ``scheduler``: the address of an existing
-    dask.distributed scheduler (None: a LocalCluster of ``workers`` x ``threads_per_worker``); ``device``: auto,
+    dask.distributed scheduler (None: a LocalCluster of ``workers`` processes, ``auto``: one per core, each
+    running torch on ``threads_per_worker`` threads); ``device``: auto,
     cpu or cuda; ``worker_timeout``: seconds a build waits with no dask worker before it gives up;
     ``videos_per_task``: videos whose frames a task detects together (0: 16 frames' worth on the CPU, 64 on
     CUDA)."""
 
     scheduler: Annotated[str, Strict()] | None = Field(None, description="address of an existing "
                                                        "dask.distributed scheduler (None: a LocalCluster)")
-    workers: Count = Field(2, description="the LocalCluster's worker processes")
+    workers: Count | Literal["auto"] = Field("auto", description="the LocalCluster's worker processes (auto: one "
+                                             "per core this process may use)")
     threads_per_worker: Count = Field(1, description="threads of each worker process")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where MTCNN and the depth networks run "
                                                    "(auto: CUDA when present)")
@@ -156,10 +159,22 @@ class ComputeConfig(Section):
                                                                    "task detects together (0: 16 frames' worth "
                                                                    "on the CPU, 64 on CUDA)")
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _count_or_auto(cls, value):
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError("expected a count of worker processes, at least 1, or 'auto'")
+
+    def worker_count(self) -> int:
+        """The LocalCluster's workers: ``workers``, or (``auto``) the cores this process may run on."""
+        return len(os.sched_getaffinity(0)) if self.workers == "auto" else self.workers
+
 
 class BuildConfig(Section):
     """A build: its ``name`` (one path component: the build's folder under ``output_dir`` and
-    ``manifest_dir``), the dataset roots, and the sections above."""
+    ``manifest_dir``), the dataset roots, optionally index tables of them written before (whose unchanged
+    files are not hashed again), and the sections above."""
 
     name: Annotated[str, Strict()] = Field(description="the build's folder name under `output_dir` and "
                                            "`manifest_dir`")
@@ -168,6 +183,9 @@ class BuildConfig(Section):
     output_dir: Annotated[str, Strict()] = Field(description="where shards and per-video intermediates go")
     manifest_dir: Annotated[str, Strict()] = Field("data_manifests", description="where the build's manifest "
                                                    "and tables go")
+    index_tables: dict[str, Annotated[str, Strict()]] = Field(
+        {}, description="dataset -> a video table `fas-pipeline index` wrote of the same root: files unchanged "
+                        "since (size, mtime) keep their hash, not read again; not hashed")
     frames: FrameConfig = FrameConfig()
     face: FaceConfig = FaceConfig()
     depth: DepthConfig = DepthConfig()
@@ -190,6 +208,14 @@ class BuildConfig(Section):
         if not datasets or unknown:
             raise ValueError(f"must map dataset names to roots; unknown {unknown}, known: {sorted(INDEXERS)}")
         return datasets
+
+    @field_validator("index_tables")
+    @classmethod
+    def _indexed_datasets(cls, tables: dict, info) -> dict:
+        unknown = sorted(set(tables) - set(info.data.get("datasets", {})))
+        if unknown:
+            raise ValueError(f"{unknown}: not among the build's datasets")
+        return tables
 
     @property
     def build_dir(self) -> Path:

@@ -1,8 +1,12 @@
-"""Index a dataset root into a source manifest: a video table (CSV) and a JSON summary beside it."""
+"""Index a dataset root into a source manifest: a video table (CSV) and a JSON summary beside it, and a file
+record (``<table>.files.json``: each video's size, modification time and sha256) from which a later index of
+the same copy (a build's own, given ``index_tables``) takes the hash of every file that is unchanged, instead
+of reading its bytes again."""
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,10 +26,31 @@ SHOWN = 10  # names listed in a warning; the summary lists all
 
 @dataclass
 class SourceIndex:
-    """The video table of one dataset copy and its summary."""
+    """The video table of one dataset copy, its summary, and each file's (size, mtime_ns, sha256) by relpath."""
 
     table: pd.DataFrame
     summary: dict
+    files: dict
+
+
+def files_path(table_path: str | Path) -> Path:
+    """The file record written beside a table: ``casia.csv`` -> ``casia.files.json``."""
+    return Path(table_path).with_suffix(".files.json")
+
+
+def read_known(table_path: str | Path, dataset: str, root: str | Path) -> dict:
+    """The file record of an index table, checked to be of ``dataset`` at ``root``: relpath -> (size,
+    mtime_ns, sha256). A table written before file records existed gives none."""
+    path = files_path(table_path)
+    if not Path(table_path).is_file():
+        raise FileNotFoundError(f"{table_path}: index table not found")
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    if (record["dataset"], record["root"]) != (dataset, str(Path(root).resolve())):
+        raise ValueError(f"{table_path}: an index of {record['dataset']} at {record['root']}, not of {dataset} at "
+                         f"{Path(root).resolve()}")
+    return {relpath: tuple(entry) for relpath, entry in record["files"].items()}
 
 
 def summary_path(table_path: str | Path) -> Path:
@@ -46,20 +71,30 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def index_dataset(dataset: str, root: str | Path, *, workers: int = 4, quiet: bool = False) -> SourceIndex:
-    """Place and hash every video of a dataset copy; warn on unplaced files and incompleteness."""
+def index_dataset(dataset: str, root: str | Path, *, workers: int = 4, quiet: bool = False,
+                  known: dict | None = None) -> SourceIndex:
+    """Place and hash every video of a dataset copy; warn on unplaced files and incompleteness. ``known``
+    (:func:`read_known`): files whose size and modification time are recorded there keep that hash."""
     indexer = get_indexer(dataset)
     root = Path(root).resolve()
     scan = indexer.scan(root)
-    digests = hash_files([root / r.relpath for r in scan.records], workers=workers, quiet=quiet,
-                         desc=f"{dataset}: sha256")
-    rows, unreadable = [], []
-    for record, digest in zip(scan.records, digests):
-        if isinstance(digest, OSError):
-            unreadable.append((record.relpath, f"unreadable: {digest.strerror or digest}"))
+    known = known or {}
+    stats = [_stat(root / r.relpath) for r in scan.records]
+    reused = {i: known[r.relpath][2] for i, (r, st) in enumerate(zip(scan.records, stats))
+              if st is not None and known.get(r.relpath, ())[:2] == st}
+    todo = [i for i in range(len(scan.records)) if i not in reused]
+    hashed = dict(zip(todo, hash_files([root / scan.records[i].relpath for i in todo], workers=workers,
+                                       quiet=quiet, desc=f"{dataset}: sha256")))
+    rows, unreadable, files = [], [], {}
+    for i, record in enumerate(scan.records):
+        digest = reused.get(i) or hashed[i]
+        if isinstance(digest, OSError) or stats[i] is None:
+            error = digest if isinstance(digest, OSError) else FileNotFoundError("vanished while indexing")
+            unreadable.append((record.relpath, f"unreadable: {error.strerror or error}"))
             continue
         rows.append({**asdict(record), "video_id": record.video_id, "domain": indexer.domain,
-                     "size_bytes": (root / record.relpath).stat().st_size, "sha256": digest})
+                     "size_bytes": stats[i][0], "sha256": digest})
+        files[record.relpath] = (*stats[i], digest)
     table = pd.DataFrame(rows, columns=COLUMNS).sort_values("video_id", kind="stable").reset_index(drop=True)
     duplicated = table["video_id"][table["video_id"].duplicated()].tolist()
     if duplicated:
@@ -67,8 +102,18 @@ def index_dataset(dataset: str, root: str | Path, *, workers: int = 4, quiet: bo
     unplaced = scan.unplaced + unreadable
     summary = _summary(indexer, root, table, unplaced, scan)
     summary["same_content"] = same_content(table)
+    summary["hashes_reused"] = len(reused)  # files unchanged since the index given as known: not read
     _warn(indexer, root, summary)
-    return SourceIndex(table, summary)
+    return SourceIndex(table, summary, files)
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a file, or None when it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def same_content(table: pd.DataFrame) -> list[dict]:
@@ -85,6 +130,8 @@ def write_index(index: SourceIndex, out: str | Path) -> tuple[Path, Path]:
     summary = dict(index.summary, table=out.name, table_sha256=_sha256_text(text))
     json_path = summary_path(out)
     write_json(json_path, summary)
+    write_json(files_path(out), {"dataset": index.summary["dataset"], "root": index.summary["root"],
+                                 "files": {k: list(v) for k, v in sorted(index.files.items())}})
     return out, json_path
 
 

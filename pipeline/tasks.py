@@ -6,7 +6,8 @@ ExtractFaces hands the videos to dask (a LocalCluster, or the scheduler named in
 videos, and each video's result is its own atomic file, so a killed build resumes without redoing finished
 videos; WriteShards has the workers write the shards, one task per shard.
 Run with ``python -m pipeline build --config FILE`` or
-``luigi --module pipeline.tasks BuildManifest --config FILE --local-scheduler``.
+``luigi --module pipeline.tasks BuildManifest --config FILE --local-scheduler``; Luigi's own command line then
+exits non-zero on a failed build from any folder (:data:`EXIT_CODES`, unless a luigi.cfg says otherwise).
 """
 from __future__ import annotations
 
@@ -33,9 +34,26 @@ from .depth import backend_model, resolve_backend
 from .extract import SourceChanged, VideoJob, extract_videos, resolve_device, result_path
 from .hashing import content_sha256, sha256_file
 from .identity import check_outputs, claim_build_dir
-from .index import index_dataset, read_table, write_index
+from .index import index_dataset, read_known, read_table, write_index
 from .provenance import code_version, package_versions
 from .shards import ATTACKS, DOMAINS, LABELS, PER_SAMPLE, ensure_space, shard_bytes
+
+# Luigi's command line exits 0 whatever happened unless [retcode] is configured: a failed or unschedulable build
+# exits non-zero so that batch jobs see it. Set when this module is imported (luigi --module pipeline.tasks),
+# for the options a luigi.cfg does not set.
+EXIT_CODES = {"already_running": 10, "missing_data": 20, "not_run": 25, "task_failed": 30, "scheduling_error": 35,
+              "unhandled_exception": 40}
+
+
+def _exit_codes_by_default() -> None:
+    config = luigi.configuration.get_config()
+    for option, code in EXIT_CODES.items():
+        if not config.has_option("retcode", option):
+            config.set("retcode", option, str(code))
+
+
+_exit_codes_by_default()
+
 
 class BuildTask(luigi.Task):
     config = luigi.Parameter(description="build config YAML")
@@ -68,7 +86,10 @@ class IndexSource(BuildTask):
         claim_build_dir(cfg)
         with warnings.catch_warnings():
             warnings.simplefilter("always")
-            index = index_dataset(self.dataset, cfg.datasets[self.dataset], quiet=self.quiet)
+            root = cfg.datasets[self.dataset]
+            table = cfg.index_tables.get(self.dataset)
+            known = read_known(table, self.dataset, root) if table else None
+            index = index_dataset(self.dataset, root, quiet=self.quiet, known=known)
         write_index(index, self.output().path)
         self.record_time(f"index-{self.dataset}", time.perf_counter() - start)
 
@@ -417,6 +438,7 @@ class BuildManifest(BuildTask):
             "depth_backend": backend, "depth_model": backend_model(backend, cfg.depth.weights_dir),
             "depth_sources": {k: int(v) for k, v in samples["depth_source"].str.split(":").str[0]
                               .value_counts().sort_index().items()},
+            "local_workers": None if cfg.compute.scheduler else cfg.compute.worker_count(),  # workers: auto, resolved
             "extraction": json.loads(extraction.read_text()) if extraction.is_file() else {},  # the devices and
             # batches that detected the faces: they change boxes' last bits
             "shard_dir": str(shard_dir.resolve()),  # and from the manifest folder, for a build moved whole:

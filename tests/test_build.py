@@ -20,6 +20,7 @@ import yaml
 from pipeline.audit import audit
 from pipeline.config import config_from_dict
 from pipeline.hashing import content_sha256
+from pipeline.tasks import EXIT_CODES
 
 BIN = Path(sys.executable).parent
 
@@ -69,6 +70,7 @@ def test_build_writes_shards_and_manifest(clean_build, corpus):
     assert "depth" in manifest["shard_datasets"] and "depth_estimate" not in manifest["shard_datasets"]
     assert sum(s["samples"] for s in manifest["shards"]) == len(samples) and len(manifest["shards"]) == 5
     assert "80 samples in 5 shard(s)" in result.stdout and "skipped: 0 frame(s), 0 video(s)" in result.stdout
+    assert manifest["config"]["compute"]["workers"] == manifest["local_workers"] == 2
     assert set(manifest["code"]) >= {"version", "git_commit"} and manifest["packages"]["torch"] == "2.14.1"
     sources = pd.read_csv(tmp_path / "manifests/t/sources.csv")
     assert len(sources) == 40 and sources["sha256"].str.len().eq(64).all()
@@ -94,6 +96,13 @@ def test_rerun_is_a_no_op(clean_build):
     result = build(config)
     assert "already complete: nothing to do" in result.stdout
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    printed = json.loads(build(config, "--json").stdout)  # nothing but the JSON on stdout
+    manifest = json.loads((tmp_path / "manifests/t/manifest.json").read_text())
+    assert printed["status"] == "already complete" and printed["build"] == "t"
+    assert (printed["samples"], printed["shards"]) == (manifest["samples"], len(manifest["shards"]))
+    assert printed["videos"] == {d: s["videos"] for d, s in manifest["sources"].items()} == {"casia": 24, "msu": 16}
+    assert printed["rejects"] == manifest["rejects"]
+    assert printed["manifest"] == str(tmp_path / "manifests/t/manifest.json")
 
 
 def test_luigi_command_line_runs_the_same_graph(clean_build, tmp_path):
@@ -187,8 +196,8 @@ def test_a_changed_config_under_an_existing_name_is_refused(clean_build, tmp_pat
     luigi_run = subprocess.run([str(BIN / "luigi"), "--module", "pipeline.tasks", "BuildManifest", "--config",
                                 str(tmp_path / "count.yaml"), "--local-scheduler"], capture_output=True, text=True,
                                timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
-                               cwd=Path(__file__).parents[1])  # where luigi.cfg sets non-zero exit codes
-    assert luigi_run.returncode != 0 and "changed: frames.count" in luigi_run.stdout + luigi_run.stderr
+                               cwd=tmp_path)  # no luigi.cfg here: pipeline.tasks sets the exit codes
+    assert luigi_run.returncode == EXIT_CODES["scheduling_error"] and "changed: frames.count" in luigi_run.stderr
     # another copy of a dataset under the same name: its index and per-video results would be reused
     other_copy = {**raw, "datasets": {**raw["datasets"], "casia": str(tmp_path / "casia_copy")}}
     (tmp_path / "copy.yaml").write_text(yaml.safe_dump(other_copy))
@@ -221,6 +230,12 @@ def test_audit_names_a_flipped_byte_and_a_truncated_shard(clean_build, tmp_path)
     result = subprocess.run([sys.executable, "-m", "pipeline", "audit", str(manifest), "--shard-dir", str(shards)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "shard-00001.h5" in result.stderr and "shard-00003.h5" in result.stderr
+    for shard_dir, ok in ((shards, False), (source / "out/t/shards", True)):
+        result = subprocess.run([sys.executable, "-m", "pipeline", "audit", str(manifest), "--shard-dir",
+                                 str(shard_dir), "--json"], capture_output=True, text=True, timeout=120)
+        printed = json.loads(result.stdout)
+        assert result.returncode == (0 if ok else 1) and printed["ok"] is ok
+        assert printed["problems"] == ([] if ok else problems) and printed["leftovers"] == []
 
 
 def test_audit_checks_the_tables_and_the_manifests_own_content(clean_build, tmp_path):

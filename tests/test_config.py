@@ -15,14 +15,15 @@ from pipeline.config import load_config
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs/build").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted([*(ROOT / "configs/build").glob("*.yaml"),
+                                         *(ROOT / "pipeline/configs/build").glob("*.yaml")]), ids=lambda p: p.name)
 def test_shipped_build_configs_load(path):
     config = load_config(path)
     assert config.name == path.stem and len(config.config_hash()) == 64
 
 
 def test_the_full_template_serves_every_protocol_and_the_video_method():
-    full = load_config(ROOT / "configs/build/full.yaml")
+    full = load_config(ROOT / "pipeline/configs/build/full.yaml")
     for path in sorted((ROOT / "fas_train/configs/protocols").glob("*.yaml")):
         protocol = load_protocol(path)
         assert set(protocol.sources) | {protocol.target} <= set(full.datasets), path.name
@@ -38,7 +39,8 @@ BAD_VALUES = [  # (section or None, key, value, what the message must say beside
     ("depth", "store_estimate", "no", "valid boolean"),  # read as true
     ("compute", "device", "tpu", "'auto', 'cpu' or 'cuda'"),
     ("face", "min_score", 1.5, "less than or equal to 1"),
-    ("compute", "workers", 0, "greater than or equal to 1"),
+    ("compute", "workers", 0, "at least 1, or 'auto'"),
+    ("compute", "workers", "4", "at least 1, or 'auto'"),
     (None, "name", "../../escaped", "one folder name"),  # the build landed outside output_dir
     (None, "name", "..", "one folder name"),
     ("face", "thresholds", [0.6, 0.7], "item 2 is missing"),
@@ -116,8 +118,8 @@ def test_every_config_the_makefile_names_is_in_the_repository():
 
 
 def test_the_paper_frames_template_takes_meta_patterns_two_frames():
-    paper = load_config(ROOT / "configs/build/paper-frames.yaml")
-    full = load_config(ROOT / "configs/build/full.yaml")
+    paper = load_config(ROOT / "pipeline/configs/build/paper-frames.yaml")
+    full = load_config(ROOT / "pipeline/configs/build/full.yaml")
     assert (paper.frames.policy, paper.frames.count) == ("even", 2)  # Meta Pattern's code: 2 evenly spaced
     assert paper.face == full.face and paper.depth == full.depth and paper.datasets == full.datasets
 
@@ -140,3 +142,46 @@ def test_the_configuration_reference_is_generated_from_the_config_classes():
     assert type_text(frames["truncation_tolerance"]) == "float ≥ 0, < 1"
     assert "| `shards.samples_per_shard` | int ≥ 1 | `512` |" in text and "| `name` | str | required |" in text
     assert "| `depth.weights_dir` | str or null | `null` |" in text
+
+
+def test_init_config_fills_a_shipped_template_with_your_roots(tmp_path, capsys):
+    from pipeline.cli import main
+    from pipeline.templates import TEMPLATES, template_names
+    assert template_names() == ["full", "paper-frames"]
+    for name in ("oulu", "casia"):
+        (tmp_path / name).mkdir()
+    out = tmp_path / "mine.yaml"
+    args = ["init-config", "full", "--root", f"oulu={tmp_path / 'oulu'}", "--root", f"casia={tmp_path / 'casia'}",
+            "--out", str(out), "--output-dir", str(tmp_path / "shards")]
+    assert main(args) == 0 and f"wrote {out}" in capsys.readouterr().out
+    mine, template = load_config(out), load_config(TEMPLATES / "full.yaml")
+    assert mine.datasets == {"oulu": str(tmp_path / "oulu"), "casia": str(tmp_path / "casia")}  # rose dropped
+    assert mine.output_dir == str(tmp_path / "shards") and mine.manifest_dir == template.manifest_dir
+    assert mine.content() == {**template.content(), "datasets": ["casia", "oulu"]}  # every other setting kept
+    assert mine.compute == template.compute and mine.name == template.name
+    comments = [line for line in (TEMPLATES / "full.yaml").read_text().splitlines() if line.startswith("#")]
+    assert [line for line in out.read_text().splitlines() if line.startswith("#")] == comments
+    before = out.read_bytes()
+    assert main(args) == 2 and "exists; choose another --out or give --force" in capsys.readouterr().err
+    assert main([*args, "--name", "other", "--force"]) == 0 and load_config(out).name == "other"
+    for bad, says in ((f"oulu={tmp_path / 'nope'}", "not a folder: oulu="), ("olu=/x", "expected DATASET=PATH")):
+        assert main(["init-config", "full", "--root", bad, "--out", str(tmp_path / "x.yaml")]) == 2
+        assert says in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
+    assert main([*args[:-4], "--out", str(tmp_path / "y.yaml"), "--name", "a/b"]) == 2
+    assert "a build name must be one folder name" in capsys.readouterr().err and not (tmp_path / "y.yaml").exists()
+    assert before != out.read_bytes()  # --force wrote the new name
+
+
+def test_workers_auto_is_one_per_core_and_the_default():
+    import os
+    from pydantic import ValidationError
+    from pipeline.config import ComputeConfig
+    from pipeline.templates import TEMPLATES
+    cores = len(os.sched_getaffinity(0))
+    assert ComputeConfig().workers == "auto" and ComputeConfig().worker_count() == cores
+    assert ComputeConfig(workers=3).worker_count() == 3
+    for bad in (0, "many", 2.5):
+        with pytest.raises(ValidationError):
+            ComputeConfig(workers=bad)
+    for name in ("full", "paper-frames"):
+        assert load_config(TEMPLATES / f"{name}.yaml").compute.workers == "auto"

@@ -34,6 +34,13 @@ def test_index_command_writes_table_and_summary(tmp_path):
     row = table.set_index("relpath").loc["train_release/2/HR_4.avi"]
     assert row["sha256"] == hashlib.sha256(b"train_release/2/HR_4.avi").hexdigest()
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary files left
+    again = run_cli("index", "--dataset", "casia", "--root", str(tmp_path / "casia"), "--out", str(out), "--quiet",
+                    "--json")
+    printed = json.loads(again.stdout)  # nothing but the JSON on stdout
+    assert again.returncode == 0 and printed["table_path"] == str(out)
+    assert printed["summary_path"] == str(out.with_suffix(".json"))
+    rewritten = json.loads(out.with_suffix(".json").read_text())  # the same copy: its time is all that moved
+    assert {k: printed[k] for k in rewritten} == rewritten and printed["counts"] == summary["counts"]
 
 
 def test_index_table_is_deterministic(tmp_path):
@@ -93,3 +100,45 @@ def test_a_symlink_loop_is_followed_once_and_files_with_the_same_content_are_lis
     said = [str(w.message) for w in caught]
     assert any("2 files share their content" in m and "test_release/1/HR_1.avi, train_release/1/HR_1.avi" in m
                for m in said)
+
+
+def flip_keeping_stat(path, mtime_ns=None) -> None:
+    """Change one byte of a file, its size kept; its mtime restored, or set to ``mtime_ns``."""
+    import os
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns if mtime_ns is None else mtime_ns))
+
+
+def test_an_index_of_the_same_copy_reads_only_the_files_that_changed(tmp_path, monkeypatch):
+    import pipeline.index
+    from pipeline.index import files_path, read_known
+    root = tmp_path / "casia"
+    casia_tree(root, train=[1], test=[1])
+    out = tmp_path / "casia.csv"
+    first = index_dataset("casia", root, quiet=True)
+    write_index(first, out)
+    record = json.loads(files_path(out).read_text())
+    assert (record["dataset"], record["root"]) == ("casia", str(root.resolve()))
+    assert {k: v[2] for k, v in record["files"].items()} == dict(zip(first.table["relpath"], first.table["sha256"]))
+    changed, sneaky = root / "train_release/1/1.avi", root / "test_release/1/2.avi"
+    flip_keeping_stat(changed, mtime_ns=changed.stat().st_mtime_ns + 10**9)  # a new mtime: read again
+    flip_keeping_stat(sneaky)  # the same size and mtime: taken as unchanged (a build's workers still check)
+    read = []
+    real = pipeline.index.hash_files
+    monkeypatch.setattr(pipeline.index, "hash_files", lambda paths, **kw: read.extend(paths) or real(paths, **kw))
+    second = index_dataset("casia", root, quiet=True, known=read_known(out, "casia", root))
+    assert read == [root.resolve() / "train_release/1/1.avi"] and second.summary["hashes_reused"] == 23
+    old, new = (t.set_index("relpath")["sha256"] for t in (first.table, second.table))
+    name = "train_release/1/1.avi"
+    assert new[name] == hashlib.sha256(changed.read_bytes()).hexdigest() != old[name]
+    assert (new.drop(name) == old.drop(name)).all()
+    assert index_dataset("casia", root, quiet=True).summary["hashes_reused"] == 0
+    with pytest.raises(ValueError, match="an index of casia at .*, not of msu at"):
+        read_known(out, "msu", root)
+    with pytest.raises(ValueError, match="not of casia at"):
+        read_known(out, "casia", tmp_path)
+    files_path(out).unlink()  # a table written before file records existed
+    assert read_known(out, "casia", root) == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -226,6 +227,11 @@ def test_compare_tells_a_rebuilt_cache_from_a_different_one(corpus, tmp_path):
     assert done.returncode == 1, done.stdout
     assert f"{table.loc[victim, 'video_id']}#{table.loc[victim, 'frame_index']}: label 'spoof' vs 'live'" in done.stdout
     assert "31 in both, 1 only in A, 0 only in B" in done.stdout and "verdict: different caches" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "pipeline", "compare", str(a), str(edited), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    printed = json.loads(done.stdout)
+    assert done.returncode == 1 and (printed["common"], printed["only_a"], printed["only_b"]) == (31, 1, 0)
+    assert printed["metadata_difference_count"] == 1 and printed["reasons"]
 
 
 def write_clip(path: Path, frames: list) -> None:
@@ -327,3 +333,23 @@ def test_a_build_records_rotated_videos(corpus, tmp_path):
     rotated = samples.groupby("video_id")["rotation"].first()
     assert rotated["msu/scene01/real/real_client001_laptop_SD_scene01"] == 180 and (rotated == 180).sum() == 1
     assert json.loads((tmp_path / "manifests/t/manifest.json").read_text())["rotated_videos"] == {"180": 1}
+
+
+def test_a_build_takes_the_hashes_of_an_earlier_index_and_its_workers_still_check_each_file(corpus, tmp_path):
+    from test_index_cli import flip_keeping_stat
+    root = tmp_path / "msu"
+    shutil.copytree(corpus / "msu", root)
+    table = tmp_path / "indexed/msu.csv"
+    subprocess.run([sys.executable, "-m", "pipeline", "index", "--dataset", "msu", "--root", str(root), "--out",
+                    str(table), "--quiet"], check=True, capture_output=True, timeout=120)
+    config = write_config(tmp_path, {"msu": root}, index_tables={"msu": str(table)})
+    victim = root / "scene01/attack/attack_client001_laptop_SD_ipad_video_scene01.mov"
+    kept, stat = victim.read_bytes(), victim.stat()
+    flip_keeping_stat(victim)  # changed after indexing, size and mtime as they were: the index's hash is stale
+    failed = build(config, check=False)
+    assert failed.returncode == 1 and f"{victim}: changed since it was indexed" in failed.stderr
+    victim.write_bytes(kept)
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    build(config)
+    assert json.loads((tmp_path / "out/t/index/msu.json").read_text())["hashes_reused"] == 16  # none read again
+    assert (tmp_path / "manifests/t/sources.csv").read_bytes() == table.read_bytes()

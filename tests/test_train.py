@@ -93,6 +93,12 @@ def test_outputs_name_the_selection_and_oracle_mode(train_build, tmp_path):
     result = subprocess.run([sys.executable, "-m", "fas_train", "eval", "--run", str(tmp_path / "honest")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "HTER@source-threshold" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "fas_train", "eval", "--run", str(tmp_path / "honest"),
+                             "--json"], capture_output=True, text=True, timeout=300)
+    printed = json.loads(result.stdout)
+    assert printed["run"] == str(tmp_path / "honest")
+    assert json.dumps(printed["metrics"], sort_keys=True) == json.dumps(honest["metrics"], sort_keys=True)  # NaN too
+    assert printed["deployable_threshold"] == honest["deployable_threshold"]
     oracle_scores = oracle["selection_scores"]  # selected on the target: its scores are the target's
     for level in ("frame", "video"):
         assert oracle_scores["auc" if level == "frame" else "video_auc"] == pytest.approx(oracle["metrics"][level]["auc"])
