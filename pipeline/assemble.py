@@ -68,6 +68,15 @@ def read_result(path: str | Path, names: tuple | None = None) -> tuple[dict, lis
                           f"are kept)") from None
 
 
+SMALL = ("frame_index", "depth_source")  # what the tables need of a result besides its rejects and metadata
+
+
+def read_small(paths: list[str]) -> list[tuple[dict, list, dict]]:
+    """:func:`read_result` of each path, only its small arrays: run on a dask worker, so that the orchestrator
+    gets many videos' table entries per round trip instead of opening every result itself."""
+    return [read_result(path, SMALL) for path in paths]
+
+
 def video_samples(arrays: dict, part: Part) -> dict:
     """A video's extracted arrays with the per-sample label, domain, attack and video id columns."""
     n = len(arrays["frame_index"])

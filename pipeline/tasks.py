@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .assemble import Part, ShardPlan, cut, read_result, write_planned_shard
+from .assemble import Part, ShardPlan, cut, read_small, write_planned_shard
 from .atomic import write_csv, write_json
 from .cluster import close_clients, dask_client
 from .config import BuildConfig, load_config
@@ -273,25 +273,50 @@ class WriteShards(BuildTask):
         self.record_time("shards", time.perf_counter() - start)
 
     def videos(self) -> tuple[list[ResultInfo], list[dict]]:
-        """Every video's result in build order (its small arrays read), and the rows of rejects.csv."""
-        cfg, videos, rejects = self.cfg, [], []
+        """Every video's result in build order (its small arrays, read by the dask workers), and the rows of
+        rejects.csv."""
+        cfg, entries, videos, rejects = self.cfg, [], [], []
         for dataset, target in sorted(self.input().items()):
-            table = read_table(self.requires()[dataset].input().path).set_index("video_id")
-            for row in pd.read_csv(target.path, dtype=str).itertuples():
-                result = cfg.build_dir / "videos" / row.result
-                arrays, video_rejects, meta = read_result(result, ("frame_index", "depth_source"))
-                rejects += [{"video_id": row.video_id, "frame_index": i, "reason": why, "action": "rejected"}
-                            for i, why in video_rejects]
-                flags = ""
-                if meta.get("truncated") and cfg.frames.truncated == "keep":
-                    flags = "truncated"
-                    rejects.append({"video_id": row.video_id, "frame_index": -1, "reason": meta["truncated"],
-                                    "action": "flagged (frames kept)"})
-                rotation = (meta.get("rotation", 0) + meta.get("rotation_tag", 0)) % 360
-                videos.append(ResultInfo(dataset, row.video_id, str(result), table.loc[row.video_id], flags,
-                                         rotation, arrays["frame_index"], arrays["depth_source"],
-                                         meta.get("detection")))
+            table = read_table(self.requires()[dataset].input().path)
+            sources = dict(zip(table["video_id"], table.to_dict("records")))
+            entries += [(dataset, row.video_id, str(cfg.build_dir / "videos" / row.result), sources[row.video_id])
+                        for row in pd.read_csv(target.path, dtype=str).itertuples()]
+        small = read_small_on_workers([entry[2] for entry in entries], cfg)
+        for (dataset, video_id, result, source), (arrays, video_rejects, meta) in zip(entries, small):
+            rejects += [{"video_id": video_id, "frame_index": i, "reason": why, "action": "rejected"}
+                        for i, why in video_rejects]
+            flags = ""
+            if meta.get("truncated") and cfg.frames.truncated == "keep":
+                flags = "truncated"
+                rejects.append({"video_id": video_id, "frame_index": -1, "reason": meta["truncated"],
+                                "action": "flagged (frames kept)"})
+            rotation = (meta.get("rotation", 0) + meta.get("rotation_tag", 0)) % 360
+            videos.append(ResultInfo(dataset, video_id, result, source, flags, rotation, arrays["frame_index"],
+                                     arrays["depth_source"], meta.get("detection")))
         return videos, rejects
+
+
+def read_small_on_workers(paths: list[str], cfg: BuildConfig) -> list[tuple[dict, list, dict]]:
+    """The small arrays, rejects and metadata of each result (:func:`pipeline.assemble.read_small`), read by the
+    dask workers RESULTS_PER_TASK at a time, in order. An unreadable result stops the build, naming its file
+    (removed, so that the next run extracts that video again)."""
+    if not paths:
+        return []
+    client = dask_client(cfg)
+    chunks = [paths[i:i + RESULTS_PER_TASK] for i in range(0, len(paths), RESULTS_PER_TASK)]
+    futures = [client.submit(read_small, chunk, pure=False, key=f"tables-{cfg.config_hash()[:12]}-{number}")
+               for number, chunk in enumerate(chunks)]
+    read = {}
+    try:
+        for done in as_they_finish(client, futures, cfg, "finished videos are kept, the shards are written again"):
+            done = list(done)  # one round trip for all; the first failure raises, naming its file
+            read.update(zip(done, client.gather(done)))
+    finally:
+        client.cancel([future for future in futures if not future.done()])
+    return [entry for future in futures for entry in read[future]]
+
+
+RESULTS_PER_TASK = 256  # results whose small arrays one dask task reads: 40 tasks for 10,000 videos
 
 
 @dataclass(frozen=True)
@@ -301,7 +326,7 @@ class ResultInfo:
     dataset: str
     video_id: str
     result: str
-    source: pd.Series  # its row of the index
+    source: dict  # its row of the index
     flags: str
     rotation: int
     frame_index: np.ndarray
