@@ -26,7 +26,7 @@ from .checkpoint import check_resume, load_checkpoint, manifest_hashes, save_che
 from .data import ClipDataset, ClipSampler, ShardDataset, make_loader, prefetch
 from .evaluation import final_report
 from .methods import NonFiniteLoss
-from .metrics_log import log, trim_metrics
+from .metrics_log import log, tensorboard_events, trim_metrics
 from .preemption import Preempted, StopRequests
 from .pseudo_domains import agreement
 from .inputs import check_build, run_data
@@ -95,7 +95,9 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
         method.distribute([device.index] if device.type == "cuda" else None)
     bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", desc=f"{cfg.method} {protocol.name}",
                disable=not lead or cfg.quiet, dynamic_ncols=True)
-    with StopRequests() as stop:  # a signal stops the run after the current step, checkpointed
+    purge_from = state["step"] + 1 if state["step"] else 0  # a resume logs the steps after its checkpoint again
+    # a signal stops the run after the current step, checkpointed
+    with StopRequests() as stop, tensorboard_events(out, purge_from, enabled=lead):
         while state["step"] < cfg.steps:
             if method.pseudo_domains and state["batch"] == 0:
                 assign_pseudo_domains(method, cfg, device, state, train_set, out if lead else None, world)

@@ -37,14 +37,48 @@ def train_rows(out):
 
 
 def test_resume_gives_the_same_batches_and_losses(train_build, tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
     run(config(train_build, tmp_path / "straight", 7))
     run(config(train_build, tmp_path / "resumed", 3))  # stops after the checkpoint of step 3, as a killed run would
+    with SummaryWriter(str(tmp_path / "resumed/tensorboard")) as killed:  # what an attempt killed at step 5 left
+        killed.add_scalar("train/total", -1.0, 5)
     run(config(train_build, tmp_path / "resumed", 7))
     straight, resumed = train_rows(tmp_path / "straight"), train_rows(tmp_path / "resumed")
     assert set(straight) == set(resumed) == set(range(1, 8))
     for step in range(1, 8):
         assert resumed[step]["total"] == pytest.approx(straight[step]["total"], rel=1e-6, abs=1e-9), step
     assert json.loads((tmp_path / "straight/report.json").read_text())["best_step"] in (3, 6, 7)
+    for name in ("straight", "resumed"):  # TensorBoard's events are the rows: each step once, the killed ones gone
+        events = tensorboard_scalars(tmp_path / name / "tensorboard", "train/total")
+        rows = train_rows(tmp_path / name)
+        assert [step for step, _ in events] == list(range(1, 8))
+        assert all(value == pytest.approx(rows[step]["total"], rel=1e-6) for step, value in events)
+    validation = tensorboard_scalars(tmp_path / "resumed/tensorboard", "validation/eer")
+    assert [step for step, _ in validation] == [3, 6, 7]
+
+
+def tensorboard_scalars(folder, tag) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_without_tensorboard_the_rows_are_written_and_no_events(tmp_path, monkeypatch):
+    import sys
+    from fas_train.metrics_log import log, tensorboard_events
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # the optional package is absent
+    with tensorboard_events(tmp_path, 0):
+        log(tmp_path, {"step": 1, "kind": "train", "total": 0.5})
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 1, "kind": "train", "total": 0.5}
+    assert not (tmp_path / "tensorboard").exists()
+    monkeypatch.undo()
+    with tensorboard_events(tmp_path, 0, enabled=False):  # another process than the first under torchrun
+        log(tmp_path, {"step": 2, "kind": "train", "total": 0.25})
+    assert not (tmp_path / "tensorboard").exists()
+    with tensorboard_events(tmp_path, 0):
+        log(tmp_path, {"step": 3, "kind": "train", "total": 0.125, "note": "text"})
+    assert tensorboard_scalars(tmp_path / "tensorboard", "train/total") == [(3, 0.125)]
 
 
 def test_a_run_resumes_only_with_its_own_settings_and_build(train_build, tmp_path):
