@@ -47,3 +47,53 @@ def test_a_cut_video_is_still_truncated(vfr, tmp_path):
     cut.write_bytes(steady.read_bytes()[:int(steady.stat().st_size * 0.45)])
     decoded = read_frames(cut, FrameConfig(count=4))
     assert decoded.decoded_count < 25 and truncation(decoded, FrameConfig()) is not None
+
+
+def encode_codec(path, codec: str, frames: int = 45, size: str = "176x144"):
+    """``frames`` noisy frames (no two alike) with ``codec`` (ffmpeg's encoder name) in ``path``'s container."""
+    gop = ["-g", "12"] if codec != "mjpeg" else []
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc=size={size}:rate=25", "-frames:v", str(frames), "-vf", "noise=alls=40:allf=t",
+                    "-c:v", codec, *gop, "-pix_fmt", "yuvj420p" if codec == "mjpeg" else "yuv420p", str(path)],
+                    check=True, timeout=120)
+    return path
+
+
+def one_pass(path, config):
+    import pipeline.frames as frames
+    seekable, frames.SEEKABLE = frames.SEEKABLE, set()
+    try:
+        return read_frames(path, config)
+    finally:
+        frames.SEEKABLE = seekable
+
+
+@pytest.mark.parametrize("codec, name, seeks", [("mjpeg", "a.avi", True), ("mjpeg", "a.mkv", True),
+                                                ("mpeg4", "a.avi", False), ("libx264", "a.mkv", False),
+                                                ("libx264", "a.avi", False)])
+def test_intra_only_video_is_sought_to_the_frames_a_sequential_pass_decodes(tmp_path, codec, name, seeks):
+    """Seeking where it is exact and pays: 9 seeks of SEEK_COST frames for 8 of 200 frames, not for every
+    7th frame (30 seeks), never for inter-frame codecs."""
+    import numpy as np
+    from pipeline.frames import SEEK_COST
+    path = encode_codec(tmp_path / name, codec, frames=200)
+    for config, pays in ((FrameConfig(count=8), True), (FrameConfig(policy="every", step=7), False),
+                         (FrameConfig(count=1), True)):
+        decoded, sequential = read_frames(path, config), one_pass(path, config)
+        assert decoded.seeked is (seeks and pays) and not sequential.seeked
+        assert pays == ((len(sequential.indices) + 1) * SEEK_COST < 200)
+        assert decoded.indices == sequential.indices and len(decoded.frames) == len(sequential.indices)
+        assert all(np.array_equal(a, b) for a, b in zip(decoded.frames, sequential.frames))  # bit for bit
+        assert (decoded.decoded_count, decoded.header_count) == (sequential.decoded_count, sequential.header_count)
+        assert decoded.covered_seconds == pytest.approx(sequential.covered_seconds)
+    assert len(set(f.tobytes() for f in one_pass(path, FrameConfig(policy="all")).frames)) == 200  # all distinct
+
+
+def test_cut_intra_only_video_falls_back_to_the_pass_that_counts_its_frames(tmp_path):
+    path = encode_codec(tmp_path / "a.avi", "mjpeg", frames=200)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(path.read_bytes()[:int(path.stat().st_size * 0.6)])
+    decoded = read_frames(cut, FrameConfig(count=4))
+    assert not decoded.seeked and 0 < decoded.decoded_count
+    assert decoded.decoded_count < 200
+    assert truncation(decoded, FrameConfig()).startswith(f"truncated: decoded {decoded.decoded_count} of the 200")
