@@ -3,10 +3,10 @@
 Intra-only video (:data:`SEEKABLE`: MJPEG, CASIA-FASD's codec) long enough for it to pay (:data:`SEEK_COST`)
 is read by seeking: each selected frame and the last one are decoded on their own, as a sequential pass
 decodes them (every frame is a whole picture; the tests compare them bit for bit), and a stream that does not
-end where its container says falls back to the pass below. Other video is one pass in the common case: the frames are selected from the container's frame
-count and decoded while every frame is grabbed and counted; when the count the decoder delivers differs from
-the container's (it lied, or the file ends early), the selection is made again on the true count and decoded
-in a second pass. Errors name the file.
+end where its container says falls back to the pass below. Other video is one pass in the common case: the
+frames are selected from the container's frame count and decoded while every frame is grabbed and counted;
+when the count the decoder delivers differs from the container's (it lied, or the file ends early), the
+selection is made again on the true count and decoded in a second pass. Errors name the file.
 """
 from __future__ import annotations
 
