@@ -8,6 +8,7 @@ atomically, so a re-run resumes from what was finished.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import time
@@ -21,9 +22,14 @@ from .config import load_config
 from .identity import check_outputs
 
 
-def run_build(config_path, *, quiet: bool = False, as_json: bool = False) -> int:
+def run_build(config_path, *, quiet: bool = False, as_json: bool = False, verbose: bool = False) -> int:
     """Build (or finish, or confirm) the shards of a config; return the exit status. ``as_json``: the closing
-    summary (:func:`summary_record`) is printed as JSON, the only thing on stdout."""
+    summary (:func:`summary_record`) is printed as JSON, the only thing on stdout. ``verbose``: Luigi's and
+    dask's INFO lines too (else their warnings, and dask's only from errors up: its nanny warns about every
+    worker it stops at the end of a build); ``quiet``: errors only, no progress bars."""
+    levels = log_levels(quiet, verbose)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
     cfg = load_config(config_path)  # fail early, naming the file, on a bad config
     check_outputs(cfg)  # a changed config under an existing name: BuildConflict (a ValueError), nothing touched
     if (cfg.manifest_path / "manifest.json").is_file():  # BuildManifest's output: nothing left to do
@@ -38,7 +44,7 @@ def run_build(config_path, *, quiet: bool = False, as_json: bool = False) -> int
     previous = {number: signal.signal(number, _stop) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = luigi.build([task], local_scheduler=True, detailed_summary=True,
-                             log_level="WARNING" if not quiet else "ERROR")
+                             log_level=logging.getLevelName(levels["luigi"]))
     except BuildStopped as stop:
         close_clients()
         print(f"build {cfg.name!r} stopped by {stop.signal_name} after {time.perf_counter() - start:.1f} s: "
@@ -66,6 +72,15 @@ def run_build(config_path, *, quiet: bool = False, as_json: bool = False) -> int
         return 1
     _report(summary_record(cfg, "built"), as_json)
     return 0
+
+
+def log_levels(quiet: bool, verbose: bool) -> dict:
+    """The level of each library's logger during a build: Luigi's and dask's (distributed)."""
+    if verbose:
+        return {"luigi": logging.INFO, "distributed": logging.INFO}
+    if quiet:
+        return {"luigi": logging.ERROR, "distributed": logging.ERROR}
+    return {"luigi": logging.WARNING, "distributed": logging.ERROR}
 
 
 def _report(record: dict, as_json: bool) -> None:

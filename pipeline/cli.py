@@ -41,7 +41,7 @@ def _cmd_demo_data(args) -> int:
 
 def _cmd_build(args) -> int:
     from .build import run_build
-    return run_build(args.config, quiet=args.quiet, as_json=args.json)
+    return run_build(args.config, quiet=args.quiet, as_json=args.json, verbose=args.verbose)
 
 
 def _cmd_audit(args) -> int:
@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("build", help="build sharded HDF5 from indexed videos (Luigi + dask)")
     build.add_argument("--config", required=True, type=Path, help="build config YAML")
-    build.add_argument("--quiet", action="store_true", help="no progress bars (batch jobs)")
+    build.add_argument("--quiet", action="store_true", help="no progress bars, errors only (batch jobs)")
+    build.add_argument("--verbose", action="store_true", help="Luigi's and dask's INFO lines too")
     build.add_argument("--json", action="store_true", help="print the summary as JSON (the only output on stdout)")
     build.set_defaults(run=_cmd_build)
 

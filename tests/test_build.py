@@ -71,6 +71,7 @@ def test_build_writes_shards_and_manifest(clean_build, corpus):
     assert sum(s["samples"] for s in manifest["shards"]) == len(samples) and len(manifest["shards"]) == 5
     assert "80 samples in 5 shard(s)" in result.stdout and "skipped: 0 frame(s), 0 video(s)" in result.stdout
     assert manifest["config"]["compute"]["workers"] == manifest["local_workers"] == 2
+    assert "Informed scheduler that task" not in result.stderr and "INFO" not in result.stderr  # --quiet
     assert set(manifest["code"]) >= {"version", "git_commit"} and manifest["packages"]["torch"] == "2.14.1"
     sources = pd.read_csv(tmp_path / "manifests/t/sources.csv")
     assert len(sources) == 40 and sources["sha256"].str.len().eq(64).all()
@@ -317,7 +318,8 @@ def test_an_existing_dask_scheduler_runs_the_work(corpus, tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         config = write_config(tmp_path, {"msu": corpus / "msu"},
                               compute={"scheduler": cluster.scheduler_address, "device": "cpu"})
-        build(config)
+        verbose = build(config, "--verbose")  # Luigi's INFO lines too (a quiet build shows none)
+        assert "Informed scheduler that task" in verbose.stderr
         prefix = cluster.scheduler.task_prefixes["extract"]
         assert prefix.state_counts["memory"] == 2  # every task (16 videos, 8 per task) finished on this cluster
 
@@ -394,3 +396,11 @@ def test_the_manifest_takes_a_shards_hash_from_its_writer_only_while_the_file_is
     shard.write_bytes(b"b" * 64)  # same size, new bytes
     assert shard_sha256(records, shard) == sha256_file(shard) != "as written"
     assert shard_sha256({}, shard) == sha256_file(shard)  # a build whose writer recorded nothing
+
+
+def test_dask_warns_only_from_errors_up_and_verbose_shows_both_libraries_info():
+    import logging
+    from pipeline.build import log_levels
+    assert log_levels(quiet=False, verbose=False) == {"luigi": logging.WARNING, "distributed": logging.ERROR}
+    assert log_levels(quiet=True, verbose=False) == {"luigi": logging.ERROR, "distributed": logging.ERROR}
+    assert log_levels(quiet=True, verbose=True) == {"luigi": logging.INFO, "distributed": logging.INFO}
