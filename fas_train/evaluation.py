@@ -12,8 +12,8 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.weights import load_weights
 
 from .checkpoint import check_same_build, load_checkpoint, resolve_build, saved_run
-from .metrics import Acquisition, level_metrics, report, species
 from .inputs import check_build, run_data
+from .metrics import Acquisition, level_metrics, report, species
 from .runtime import resolve_device, use_bf16
 from .scoring import frame_table, score, video_scores
 from .selection import branch_thresholds, selection_name, selection_scores, thresholds

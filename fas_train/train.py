@@ -25,11 +25,11 @@ from pipeline.provenance import code_version, package_versions
 from .checkpoint import check_resume, load_checkpoint, manifest_hashes, save_checkpoint
 from .data import ClipDataset, ClipSampler, ShardDataset, make_loader, prefetch
 from .evaluation import final_report
+from .inputs import check_build, run_data
 from .methods import NonFiniteLoss
 from .metrics_log import log, tensorboard_events, trim_metrics
 from .preemption import Preempted, StopRequests
 from .pseudo_domains import agreement
-from .inputs import check_build, run_data
 from .runtime import autocast, barrier, prepare, start_distributed
 from .sampler import BalancedBatchSampler
 from .scoring import in_order

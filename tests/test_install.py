@@ -75,3 +75,8 @@ def test_a_wheel_in_a_fresh_environment_trains_evaluates_and_sweeps(train_build,
     shipped = run("fas-train", "sweep", "demo_mico", "--print-commands").splitlines()
     assert len(shipped) == 6 * 4 * 3 and "--protocol mico_ICM_to_O" in shipped[-1]
     assert "build" in run("fas-pipeline", "--help")
+    # the build config templates ship in the wheel: init-config fills one in from anywhere
+    roots = {d: Path(manifest["config"]["datasets"][d]) for d in ("msu", "casia")}
+    run("fas-pipeline", "init-config", "full", *(f"--root={d}={r}" for d, r in roots.items()), "--out", "mine.yaml")
+    written = yaml.safe_load((elsewhere / "mine.yaml").read_text())
+    assert written["datasets"] == {d: str(r) for d, r in roots.items()} and written["frames"]["count"] == 8
