@@ -8,6 +8,7 @@ written as JSON, to compare across commits.
 
     .venv/bin/python bench/pipeline.py [--corpus build/demo/raw] [--frames 4] [--workers 2] \
         [--json build/bench/pipeline.json]
+    .venv/bin/python bench/pipeline.py --full-size    # large, long clips: per-stage ms, projected build time
 """
 from __future__ import annotations
 
@@ -227,6 +228,83 @@ def decode_rates(videos: list[Path], config: FrameConfig,
     return out
 
 
+# the five datasets at full size: videos, and the generated clip that stands for them (docs/datasets.md:
+# OULU-NPU 1920x1080 .avi; CASIA-FASD MJPEG .avi at 640x480 (and 1280x720 for its HR videos); Replay-Attack
+# 320x240 .mov at 25 fps, about 15 s; MSU-MFSD 640x480 and 720x480; ROSE-Youtu 640x480 to 1280x720)
+FULL_SIZE_CLIPS = {"1920x1080 150 frames": (1920, 1080, 150, "mp4v"),
+                   "640x480 MJPEG 300 frames": (640, 480, 300, "MJPG"),
+                   "720x480 300 frames": (720, 480, 300, "mp4v"), "320x240 375 frames": (320, 240, 375, "mp4v")}
+FULL_SIZE_DATASETS = {"oulu": (4950, "1920x1080 150 frames"), "casia": (600, "640x480 MJPEG 300 frames"),
+                      "replay": (1200, "320x240 375 frames"), "msu": (280, "720x480 300 frames"),
+                      "rose": (3350, "720x480 300 frames")}
+
+
+def face_clip(path: Path, width: int, height: int, frames: int, fourcc: str) -> Path:
+    """A clip of a real face (scikit-image's astronaut) drifting over a grey frame, its face about half the
+    frame's height, written by OpenCV."""
+    from skimage import data
+    face = cv2.cvtColor(data.astronaut()[:300, 100:400], cv2.COLOR_RGB2BGR)
+    side = height // 2
+    face = cv2.resize(face, (side, side))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25, (width, height))
+    for k in range(frames):
+        frame = np.full((height, width, 3), 90, np.uint8)
+        x, y = (width - side) // 2 + int(8 * np.sin(k / 9)), (height - side) // 2 + int(6 * np.cos(k / 7))
+        frame[y:y + side, x:x + side] = face
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def full_size_profile(folder: Path, frames: int, rounds: int = 2) -> dict:
+    """Per clip of FULL_SIZE_CLIPS, the ms per video of each stage on one core at ``frames`` frames per video
+    (the median of ``rounds``), and the five datasets' projected build time on 2 and 16 cores (the stages' sum
+    times the videos over the cores: one single-thread worker per core, no other cost)."""
+    from pipeline.depth import landmark_depth
+    from pipeline.face_mesh import FaceMeshLandmarks, available
+    torch.set_num_threads(1)
+    config, frame_config = FaceConfig(), FrameConfig(policy="even", count=frames)
+    detector, mesh = FaceDetector(config, "cpu"), FaceMeshLandmarks() if available() else None
+    profile = {}
+    for name, (w, h, n, fourcc) in FULL_SIZE_CLIPS.items():
+        path = face_clip(folder / f"{w}x{h}_{n}_{fourcc}.avi", w, h, n, fourcc)
+        times = {stage: [] for stage in ("decode", "MTCNN", "align + crop", "depth", "channels")}
+        for _ in range(rounds):
+            start = time.perf_counter()
+            decoded = read_frames(path, frame_config)
+            times["decode"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            found = detect_together(detector, [decoded.frames])[0]
+            times["MTCNN"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            crops = []
+            for frame, det in zip(decoded.frames, found):
+                if det is not None:
+                    matrix = crop_matrix(det, config)
+                    crops.append((crop_face(frame, matrix, config.size, config.template),
+                                  transform_points(det.landmarks, matrix)))
+            times["align + crop"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            for crop, landmarks in crops:
+                points = mesh.predict(crop) if mesh else None
+                if points is not None:
+                    landmark_depth(points, config.size, 32)
+                else:
+                    generic_depth(landmarks, config.size, 32)
+            times["depth"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            for crop, _ in crops:
+                channels(crop, config.hsv)
+            times["channels"].append(time.perf_counter() - start)
+        profile[name] = {"ms_per_video": {s: 1000 * float(np.median(t)) for s, t in times.items()},
+                         "faces": len(crops), "decoded_by": "seeking" if decoded.seeked else "one pass"}
+    per_dataset = {d: n * sum(profile[clip]["ms_per_video"].values()) / 1000
+                   for d, (n, clip) in FULL_SIZE_DATASETS.items()}
+    return {"frames_per_video": frames, "depth": "Face Mesh" if mesh else "generic", "clips": profile,
+            "dataset_cpu_seconds": per_dataset,
+            "projected_hours": {cores: sum(per_dataset.values()) / cores / 3600 for cores in (2, 16)}}
+
+
 def corpus_times(base: Path, times: int) -> Path:
     """The demo corpus with ``times`` as many subjects per split as ``base`` (written once, beside the bench's
     figures; ``base`` itself for 1)."""
@@ -286,7 +364,29 @@ def main():
     parser.add_argument("--frames", type=int, default=4, help="frames sampled per video")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, default=Path("build/bench/pipeline.json"), help="where the figures go")
+    parser.add_argument("--full-size", dest="full_size", action="store_true",
+                        help="only the full-size profile: large, long face clips at 8 frames per video, per-stage "
+                             "ms per video and the five datasets' projected build time on 2 and 16 cores")
     args = parser.parse_args()
+    if args.full_size:
+        with tempfile.TemporaryDirectory() as tmp:
+            profile = full_size_profile(Path(tmp), 8)
+        print(f"full-size profile, 8 frames per video, one core, depth by {profile['depth']} (ms per video):")
+        stages = list(next(iter(profile["clips"].values()))["ms_per_video"])
+        print(f"  {'clip':<26} {'decoded by':>10} {'faces':>5} " + " ".join(f"{s:>12}" for s in stages)
+              + f" {'total':>8}")
+        for name, clip in profile["clips"].items():
+            ms = clip["ms_per_video"]
+            print(f"  {name:<26} {clip['decoded_by']:>10} {clip['faces']:>5} "
+                  + " ".join(f"{ms[s]:>12.0f}" for s in stages) + f" {sum(ms.values()):>8.0f}")
+        print("  the five datasets: " + ", ".join(f"{d} {s / 3600:.2f} core-hours"
+                                                  for d, s in profile["dataset_cpu_seconds"].items()))
+        print(f"  projected build: {profile['projected_hours'][2]:.2f} h on 2 cores, "
+              f"{60 * profile['projected_hours'][16]:.0f} min on 16 (one worker per core, stages only: generated "
+              f"clips decode faster than camera footage, so a lower bound)")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.json.with_name(args.json.stem + "_full_size.json"), {"code": code_version(), **profile})
+        return
     if not (args.corpus / "demo_corpus.json").exists():
         write_demo_corpus(args.corpus, DemoConfig(), quiet=True)
     videos = videos_of(args.corpus)
