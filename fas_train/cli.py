@@ -124,8 +124,8 @@ def _cmd_methods(args) -> int:
         print(f"{name}: {entry['summary']}")
         for option in entry["options"]:
             print(f"  --option {option['name']}=...  {option['type']}, default {option['default']!r}")
-    print("Defaults are the method's paper settings where the paper gives one; docs/methods.md's fidelity table names "
-          "the choices it does not.")
+    print("Defaults are the method's paper settings where the paper gives one; docs/methods.md's fidelity table "
+          "names the choices it does not.")
     return 0
 
 

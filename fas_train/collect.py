@@ -1,9 +1,9 @@
-"""Tabulate run folders. :func:`collect`: one row per (method, protocol, split variant, selection), mean and standard deviation
-over seeds of the video-level metrics (DomainBed's collect_results, for FAS). The folds of one protocol (OULU-NPU's
-protocols 3 and 4) form one row, mean and standard deviation over folds and seeds, as OULU-NPU results are
-published (APCER, BPCER, ACER at the development threshold). :func:`summarize`: one row per run, what model
-selection saw (the source-validation AUC) beside what the target gives (its AUC and HTER at the source
-threshold)."""
+"""Tabulate run folders. :func:`collect`: one row per (method, protocol, split variant, selection), mean and
+standard deviation over seeds of the video-level metrics (DomainBed's collect_results, for FAS). The folds of
+one protocol (OULU-NPU's protocols 3 and 4) form one row, mean and standard deviation over folds and seeds, as
+OULU-NPU results are published (APCER, BPCER, ACER at the development threshold). :func:`summarize`: one row
+per run, what model selection saw (the source-validation AUC) beside what the target gives (its AUC and HTER
+at the source threshold)."""
 from __future__ import annotations
 
 import json
@@ -16,22 +16,31 @@ from .metrics import compared_metrics
 METRICS = ("auc", "hter_at_target_eer_threshold", "hter_at_source_threshold", "apcer_worst", "bpcer", "acer")
 
 
+def finished_runs(runs: list[Path]) -> list[tuple[Path, dict, dict]]:
+    """(folder, report.json, run.json) of each finished run among ``runs``, in order; none finished is an
+    error."""
+    found = [(folder, json.loads((folder / "report.json").read_text()),
+              json.loads((folder / "run.json").read_text()))
+             for folder in runs if (folder / "report.json").is_file()]  # the others are unfinished
+    if not found:
+        raise ValueError("no finished run (report.json) among the folders given")
+    return found
+
+
+def selection_kind(report: dict) -> str:
+    """"ORACLE" for a run that picked its checkpoint on the target, else "honest"."""
+    return "ORACLE" if report["selection"].startswith("ORACLE") else "honest"
+
+
 def collect(runs: list[Path], level: str = "video") -> pd.DataFrame:
     """Mean and std over seeds of each group of finished runs (folders with report.json); two runs of the
     same group and seed count once (the later folder given)."""
     rows = []
-    for folder in runs:
-        report_path, run_path = folder / "report.json", folder / "run.json"
-        if not report_path.is_file():
-            continue  # unfinished
-        report, run = json.loads(report_path.read_text()), json.loads(run_path.read_text())
+    for _, report, run in finished_runs(runs):
         metrics, _ = compared_metrics(report, level)
         rows.append({"method": report["method"], "protocol": report.get("protocol_group", report["protocol"]),
-                     "fold": report["protocol"], "variant": report["variant"],
-                     "selection": "ORACLE" if report["selection"].startswith("ORACLE") else "honest",
+                     "fold": report["protocol"], "variant": report["variant"], "selection": selection_kind(report),
                      "seed": run["config"]["seed"], **{m: metrics.get(m, float("nan")) for m in METRICS}})
-    if not rows:
-        raise ValueError("no finished run (report.json) among the folders given")
     keys = ["method", "protocol", "variant", "selection"]
     table = pd.DataFrame(rows).drop_duplicates(keys + ["fold", "seed"], keep="last")  # a run counts once
     grouped = table.groupby(keys, sort=True)
@@ -63,21 +72,14 @@ def summarize(runs: list[Path], level: str = "frame") -> pd.DataFrame:
     source validation, and the gap between the two AUCs; at ``level`` ("frame" or "video"), or the video
     branch's for a method whose own number that is."""
     rows = []
-    for folder in runs:
-        report_path = folder / "report.json"
-        if not report_path.is_file():
-            continue  # unfinished
-        report, run = json.loads(report_path.read_text()), json.loads((folder / "run.json").read_text())
+    for folder, report, run in finished_runs(runs):
         metrics, compared = compared_metrics(report, level)
         source_auc = report["selection_scores"].get(SOURCE_AUC[compared], float("nan"))
         rows.append({"method": report["method"], "protocol": report["protocol"], "level": compared,
                      "seed": run["config"]["seed"], "best_step": report["best_step"],
-                     "selection": "ORACLE" if report["selection"].startswith("ORACLE") else "honest",
-                     "source_auc": source_auc, "target_auc": metrics["auc"],
+                     "selection": selection_kind(report), "source_auc": source_auc, "target_auc": metrics["auc"],
                      "target_hter": metrics["hter_at_source_threshold"], "gap": source_auc - metrics["auc"],
                      "run": str(folder)})
-    if not rows:
-        raise ValueError("no finished run (report.json) among the folders given")
     return pd.DataFrame(rows)
 
 

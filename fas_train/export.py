@@ -21,7 +21,7 @@ A model folder holds:
 Why ``torch.export`` and not TorchScript or ONNX: its graph is the ATen program PyTorch itself runs, so the
 exported scores equal the run's to the last bits on the same machine, with no exporter of its own and no
 runtime to add (ONNX would add one, and its antialiased resize differs); TorchScript is deprecated. Its own
-``.pt2`` loader may unpickle (a fallback to ``weights_only=False``) and its graphs may hold guard code, so
+``.pt2`` loader is not used (it can fall back to unrestricted loading, and its graphs may hold guard code):
 :func:`load_model` reads the JSON graph itself, refuses any node that is not an ATen operator (or the autocast
 wrapper and tuple indexing that export writes), any guard code and any file whose sha256 is not model.json's,
 and hands the arrays to torch's deserializer as tensors.

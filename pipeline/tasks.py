@@ -302,18 +302,23 @@ def read_small_on_workers(paths: list[str], cfg: BuildConfig) -> list[tuple[dict
     (removed, so that the next run extracts that video again)."""
     if not paths:
         return []
-    client = dask_client(cfg)
+    client, tag = dask_client(cfg), cfg.config_hash()[:12]
     chunks = [paths[i:i + RESULTS_PER_TASK] for i in range(0, len(paths), RESULTS_PER_TASK)]
-    futures = [client.submit(read_small, chunk, pure=False, key=f"tables-{cfg.config_hash()[:12]}-{number}")
+    futures = [client.submit(read_small, chunk, pure=False, key=f"tables-{tag}-{number}")
                for number, chunk in enumerate(chunks)]
-    read = {}
+    read = dict(gathered(client, futures, cfg))
+    return [entry for future in futures for entry in read[future]]
+
+
+def gathered(client, futures: list, cfg: BuildConfig):
+    """(future, result) of the work after extraction as it finishes, one round trip per round; the first
+    failure raises, naming its file, and the rest is cancelled (a re-run writes the shards again)."""
     try:
         for done in as_they_finish(client, futures, cfg, "finished videos are kept, the shards are written again"):
-            done = list(done)  # one round trip for all; the first failure raises, naming its file
-            read.update(zip(done, client.gather(done)))
+            done = list(done)
+            yield from zip(done, client.gather(done))
     finally:
         client.cancel([future for future in futures if not future.done()])
-    return [entry for future in futures for entry in read[future]]
 
 
 RESULTS_PER_TASK = 256  # results whose small arrays one dask task reads: 40 tasks for 10,000 videos
@@ -387,22 +392,16 @@ def write_shards(plans: list[ShardPlan], cfg: BuildConfig, optional: tuple, quie
     the next run, to the same bytes)."""
     if not plans:
         return {}
-    client = dask_client(cfg)
+    client, tag = dask_client(cfg), cfg.config_hash()[:12]
     futures = [client.submit(write_planned_shard, plan, cfg.face.size, cfg.depth.size, cfg.shards.compression,
-                             optional, pure=False, key=f"shard-{cfg.config_hash()[:12]}-{Path(plan.path).name}")
+                             optional, pure=False, key=f"shard-{tag}-{Path(plan.path).name}")
                for plan in plans]
     plan_of, records = dict(zip(futures, plans)), {}
     with tqdm(total=sum(plan.samples for plan in plans), unit="sample", desc="shards", disable=quiet,
               dynamic_ncols=True) as bar:
-        try:
-            for done in as_they_finish(client, futures, cfg, "finished videos are kept, the shards are written "
-                                                             "again"):
-                done = list(done)  # one round trip for all; the first failure raises, naming its file
-                for future, record in zip(done, client.gather(done)):
-                    records[Path(plan_of[future].path).name] = record
-                    bar.update(plan_of[future].samples)
-        finally:
-            client.cancel([future for future in futures if not future.done()])
+        for future, record in gathered(client, futures, cfg):
+            records[Path(plan_of[future].path).name] = record
+            bar.update(plan_of[future].samples)
     return dict(sorted(records.items()))
 
 
