@@ -1,8 +1,9 @@
 """Pipeline benchmark on the demo corpus: frames/s per stage (and each stage's share of one worker's time),
 end to end, the end-to-end rate as a ratio to plain OpenCV decoding and to the MTCNN-only bound on the same
 frames (same run, fed as a build feeds it: every thread in one process; also printed, MTCNN alone in one
-single-thread process per worker, as the build's workers run it), decoding of longer, larger clips, and end-to-end rate and peak RSS
-of the whole build (orchestrator and dask workers) for 1x, 2x and 4x the demo corpus (2, 4 and 8 subjects per
+single-thread process per worker, as the build's workers run it), decoding of longer, larger clips, and end-to-end rate,
+peak RSS of the whole build (orchestrator and dask workers) and peak and final disk use over the shards' bytes
+for 1x, 2x and 4x the demo corpus (2, 4 and 8 subjects per
 split: 152, 304 and 608 videos; the larger corpora are written once under build/bench/). The figures are also
 written as JSON, to compare across commits.
 
@@ -317,21 +318,34 @@ def corpus_times(base: Path, times: int) -> Path:
     return folder
 
 
-def build_run(corpus: Path, frames: int, workers: int, work: Path) -> tuple[int, int, float, float, dict]:
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (apparent sizes, as the shards' are counted), read while a build
+    creates and removes them."""
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:  # removed while we looked
+            pass
+    return total
+
+
+def build_run(corpus: Path, frames: int, workers: int, work: Path,
+              per_shard: int) -> tuple[int, int, float, float, dict]:
     """Build the whole corpus through Luigi + dask in a fresh process; return (videos, samples, seconds, peak
-    RSS of the process tree in MiB, the build's own seconds per stage: index, extract and shards summed over
-    datasets)."""
+    RSS of the process tree in MiB, and a dict: the build's own seconds per stage (index, extract and shards
+    summed over datasets) and its disk use: peak and final bytes of the build folder, and its shards' bytes)."""
     config = work / "bench.yaml"
     config.write_text(yaml.safe_dump({
         "name": "bench", "datasets": {d: str((corpus / d).resolve()) for d in DATASETS},
         "output_dir": str(work / "out"), "manifest_dir": str(work / "manifests"),
         "frames": {"policy": "even", "count": frames}, "depth": {"backend": "generic"},
-        "compute": {"workers": workers, "device": "auto"}}))
+        "shards": {"samples_per_shard": per_shard}, "compute": {"workers": workers, "device": "auto"}}))
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "build", "--config", str(config), "--quiet"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                cwd=ROOT)
-    peak = [0]
+    peak, disk = [0], [0]
 
     def watch():
         root = psutil.Process(process.pid)
@@ -343,10 +357,17 @@ def build_run(corpus: Path, frames: int, workers: int, work: Path) -> tuple[int,
                 pass
             time.sleep(0.05)
 
-    thread = threading.Thread(target=watch)
-    thread.start()
+    def watch_disk():
+        while process.poll() is None:
+            disk[0] = max(disk[0], folder_bytes(work / "out"))
+            time.sleep(0.1)
+
+    threads = [threading.Thread(target=watch), threading.Thread(target=watch_disk)]
+    for thread in threads:
+        thread.start()
     process.wait()
-    thread.join()
+    for thread in threads:
+        thread.join()
     seconds = time.perf_counter() - start
     if process.returncode:
         raise SystemExit(f"benchmark build failed (exit {process.returncode})")
@@ -355,7 +376,10 @@ def build_run(corpus: Path, frames: int, workers: int, work: Path) -> tuple[int,
     stages = {}
     for stage, spent in json.loads((work / "manifests/bench/timings.json").read_text()).items():
         stages[stage.split("-")[0]] = stages.get(stage.split("-")[0], 0.0) + spent
-    return videos, manifest["samples"], seconds, peak[0] / 2**20, stages
+    final = folder_bytes(work / "out")
+    disk_use = {"peak_bytes": max(disk[0], final), "final_bytes": final, "shards": len(manifest["shards"]),
+                "shard_bytes": sum(shard["bytes"] for shard in manifest["shards"])}
+    return videos, manifest["samples"], seconds, peak[0] / 2**20, {"stage_seconds": stages, "disk": disk_use}
 
 
 def main():
@@ -363,6 +387,9 @@ def main():
     parser.add_argument("--corpus", type=Path, default=Path("build/demo/raw"))
     parser.add_argument("--frames", type=int, default=4, help="frames sampled per video")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--samples-per-shard", dest="per_shard", type=int, default=64,
+                        help="shards.samples_per_shard of the end-to-end builds (a full build has about 150 shards of "
+                             "512; the disk peak over the shards' bytes is about 1 + workers / shards)")
     parser.add_argument("--json", type=Path, default=Path("build/bench/pipeline.json"), help="where the figures go")
     parser.add_argument("--full-size", dest="full_size", action="store_true",
                         help="only the full-size profile: large, long face clips at 8 frames per video, per-stage "
@@ -432,7 +459,9 @@ def main():
     for times in (1, 2, 4):
         corpus = corpus_times(args.corpus, times)
         with tempfile.TemporaryDirectory() as tmp:
-            n_videos, samples, seconds, rss, stages = build_run(corpus, args.frames, args.workers, Path(tmp))
+            n_videos, samples, seconds, rss, run = build_run(corpus, args.frames, args.workers, Path(tmp),
+                                                             args.per_shard)
+            stages, disk = run["stage_seconds"], run["disk"]
             rate = samples / seconds
             if device == "cpu":
                 bound = mtcnn_rate(videos, frame_config)
@@ -441,7 +470,7 @@ def main():
                   f"{rate / rates['plain OpenCV decode']:>15.4f} {rate / bound:>14.3f} {rss:>13.0f}")
             figures["end_to_end"].append({"corpus": f"{times}x", "videos": n_videos, "samples": samples,
                                           "seconds": seconds, "frames_per_s": rate, "x_mtcnn_bound": rate / bound,
-                                          "peak_rss_mib": rss, "stage_seconds": stages,
+                                          "peak_rss_mib": rss, "stage_seconds": stages, "disk": disk,
                                           "extract_x_mtcnn_bound": samples / stages["extract"] / bound,
                                           "x_mtcnn_worker_processes": rate / per_process, "mtcnn_bound": bound})
     print("  where the seconds of each build went (the build's own stage times; the rest: interpreter and "
@@ -451,6 +480,11 @@ def main():
         print(f"  {run['corpus']:>3}  index {stages['index']:5.1f}  extract {stages['extract']:5.1f} "
               f"({run['samples'] / stages['extract']:5.1f} frames/s = {run['extract_x_mtcnn_bound']:.3f} x the bound)"
               f"  shards {stages['shards']:4.1f}  rest {run['seconds'] - sum(stages.values()):4.1f}")
+    print(f"  disk use of the build folder over its shards' bytes ({args.per_shard} samples per shard):")
+    for run in figures["end_to_end"]:
+        disk = run["disk"]
+        print(f"  {run['corpus']:>3}  {disk['shards']:3d} shards of {disk['shard_bytes'] / 2**20:7.1f} MiB: peak "
+              f"{disk['peak_bytes'] / disk['shard_bytes']:.3f}x, after the build {disk['final_bytes'] / disk['shard_bytes']:.3f}x")
     bound = float(np.median(bounds))
     figures["mtcnn_bound_frames_per_s"] = {"median": bound, "measured": bounds}
     small, large = figures["end_to_end"][0], figures["end_to_end"][-1]

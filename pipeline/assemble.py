@@ -1,6 +1,13 @@
 """Shards from the per-video results: a plan that cuts the build's sample order into shards, and the writing
 of one planned shard, run as a dask task. Shards are written in parallel, one per worker at a time; a shard's
-bytes depend only on its plan, not on which worker wrote it, nor when."""
+bytes depend only on its plan, not on which worker wrote it, nor when.
+
+Each committed shard gets a record (``records/<shard>.json`` beside it: its sha256, size, mtime, plan digest
+and where each video's rows are), after which the images of the videos it holds whole are removed: a finished
+build keeps the shards and the small per-video records, not a second copy of every image. A shard whose record
+matches its plan and file is not written again; a video whose images were removed and that must go into a shard
+written again (a shard missing or changed, or a plan shifted by a changed source) has its images restored from
+the rows a record names, checked by video id and frame index."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,9 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .extract import ResultError, load_result
+import hashlib
+import json
+import os
+
+from .atomic import atomic_path, write_json
+from .extract import SMALL, ImagesRemoved, ResultError, images_path, load_result
 from .hashing import file_record
-from .shards import ATTACKS, DOMAINS, LABELS, ShardWriter
+from .shards import ATTACKS, DOMAINS, LABELS, ShardWriter, open_shard
 
 
 @dataclass(frozen=True)
@@ -31,12 +43,47 @@ class ShardPlan:
     """One shard: its file, its attributes and the parts it holds, in order."""
 
     path: str
-    attrs: dict
+    attrs: dict  # written into the shard; ``plan_sha256`` is :func:`plan_digest` of the rest and the parts
     parts: tuple[Part, ...]
+    whole: tuple[str, ...] = ()  # results of the videos this shard holds whole: their images go once it is committed
 
     @property
     def samples(self) -> int:
         return sum(part.take for part in self.parts)
+
+
+def plan_digest(attrs: dict, parts: tuple[Part, ...]) -> str:
+    """SHA-256 of a shard's attributes and parts (results by file name: a build folder moved whole keeps it)."""
+    content = {"attrs": attrs, "parts": [[p.dataset, p.video_id, Path(p.result).name, p.label, p.attack, p.offset,
+                                          p.take] for p in parts]}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def record_path(shard: str | Path) -> Path:
+    """Where a committed shard's record is."""
+    return Path(shard).parent / "records" / f"{Path(shard).name}.json"
+
+
+def read_record(shard: str | Path) -> dict | None:
+    """A shard's record while the shard is the file it describes (same size and mtime), else None."""
+    try:
+        record = json.loads(record_path(shard).read_text())
+        stat = os.stat(shard)
+    except (OSError, ValueError):
+        return None
+    return record if (record.get("bytes"), record.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns) else None
+
+
+def is_current(plan: ShardPlan) -> dict | None:
+    """The record of ``plan``'s shard if it is committed as planned (nothing to write), else None."""
+    record = read_record(plan.path)
+    return record if record and record.get("plan_sha256") == plan.attrs["plan_sha256"] else None
+
+
+def remove_images(results: list[str] | tuple[str, ...]) -> None:
+    """Remove the images of these results (their shards are committed); a removed one is skipped."""
+    for result in results:
+        images_path(result).unlink(missing_ok=True)
 
 
 def cut(counts: list[int], per: int) -> list[list[tuple[int, int, int]]]:
@@ -62,18 +109,18 @@ def read_result(path: str | Path, names: tuple | None = None) -> tuple[dict, lis
     video again (ExtractFaces is incomplete while a result it listed is missing), and the error says so."""
     try:
         return load_result(Path(path), names)
+    except ImagesRemoved:
+        raise
     except ResultError as err:
         Path(path).unlink(missing_ok=True)
+        images_path(path).unlink(missing_ok=True)
         raise ResultError(f"{err}; removed it: run the build again to extract that video anew (the other videos "
                           f"are kept)") from None
 
 
-SMALL = ("frame_index", "depth_source")  # what the tables need of a result besides its rejects and metadata
-
-
 def read_small(paths: list[str]) -> list[tuple[dict, list, dict]]:
-    """:func:`read_result` of each path, only its small arrays: run on a dask worker, so that the orchestrator
-    gets many videos' table entries per round trip instead of opening every result itself."""
+    """:func:`read_result` of each path, only its record: run on a dask worker, so that the orchestrator gets
+    many videos' table entries per round trip instead of opening every result itself."""
     return [read_result(path, SMALL) for path in paths]
 
 
@@ -88,8 +135,9 @@ def video_samples(arrays: dict, part: Part) -> dict:
 
 def write_planned_shard(plan: ShardPlan, image_size: int, depth_size: int, compression: str,
                         optional: tuple) -> dict:
-    """Write ``plan``'s shard atomically (each video's result read in turn); return its file record (sha256,
-    bytes, mtime_ns), hashed while the bytes are fresh in this machine's page cache."""
+    """Write ``plan``'s shard atomically (each video's result read in turn), then its record (the sha256 hashed
+    while the bytes are fresh in this machine's page cache), then remove the images of the videos it holds
+    whole; return the record."""
     writer = ShardWriter(Path(plan.path), plan.samples, image_size, depth_size, plan.attrs, compression, optional)
     try:
         for part in plan.parts:
@@ -100,4 +148,38 @@ def write_planned_shard(plan: ShardPlan, image_size: int, depth_size: int, compr
         writer.abort()
         raise
     writer.commit()
-    return file_record(plan.path)
+    rows, row = [], 0
+    for part in plan.parts:
+        rows.append({"video_id": part.video_id, "result": Path(part.result).name, "row": row, "offset": part.offset,
+                     "take": part.take})
+        row += part.take
+    record = {**file_record(plan.path), "plan_sha256": plan.attrs["plan_sha256"], "parts": rows}
+    write_json(record_path(plan.path), record)
+    remove_images(plan.whole)
+    return record
+
+
+def restore_images(result: str, video_id: str, rows: list[tuple[str, int, int, int]]) -> None:
+    """Write a result's images again from committed shards: ``rows`` are (shard, first row, offset, take) pieces
+    covering its samples. Each row must hold the video's id and frame index, or ResultError says
+    the result must be extracted again (and its record is removed, so that the next run does)."""
+    arrays, _, _ = load_result(Path(result), SMALL)
+    samples, pieces, covered = len(arrays["frame_index"]), {}, 0
+    for shard, row, offset, take in sorted(rows, key=lambda r: r[2]):
+        if offset != covered:
+            break
+        with open_shard(Path(shard)) as f:
+            names = [k for k in f if k not in ("label", "domain", "attack", "video_id", "frame_index")]
+            held = [v.decode() if isinstance(v, bytes) else v for v in f["video_id"][row:row + take]]
+            frames = f["frame_index"][row:row + take]
+            if held != [video_id] * take or list(frames) != list(arrays["frame_index"][offset:offset + take]):
+                break
+            for name in names:
+                pieces.setdefault(name, []).append(f[name][row:row + take])
+        covered += take
+    if covered != samples:
+        Path(result).unlink(missing_ok=True)
+        raise ResultError(f"{result}: its images were removed and the shards no longer hold all its samples; removed "
+                          f"its record: run the build again to extract that video anew (the other videos are kept)")
+    with atomic_path(images_path(result), suffix=".tmp.npz") as tmp:
+        np.savez(tmp, **{name: np.concatenate(parts) for name, parts in pieces.items()})

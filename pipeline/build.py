@@ -101,8 +101,8 @@ def _stop(number, frame):
 
 
 def finished_work(cfg) -> str:
-    """What an interrupted build had finished: per-video results and committed shards."""
-    results = sum(1 for _ in (cfg.build_dir / "videos").rglob("*.npz"))  # none while the folder is missing
+    """What an interrupted build had finished: per-video results (their records) and committed shards."""
+    results = sum(1 for p in (cfg.build_dir / "videos").rglob("*.json") if not p.name.startswith("."))
     shards = sum(1 for _ in (cfg.build_dir / "shards").glob("shard-*.h5"))
     return f"{results} video(s) extracted, {shards} shard(s) written"
 

@@ -1,7 +1,10 @@
 """Per-video face extraction, run on dask workers: decode and sample frames, detect, crop, depth, channels.
 
-Each video's result is written atomically to its own ``.npz`` (named by the video's sha256, so a changed
-source is extracted again); a finished video is never redone. A video that cannot be decoded is recorded
+Each video's result is two files, named by the video's sha256 (so a changed source is extracted again), each
+written atomically: its images (``.npz``: the arrays that go into the shards), then its record (``.json``:
+frame indices, depth sources, rejects and metadata, with its own sha256). The record marks the video
+finished: it is never redone. The build removes the images once the shards holding them are committed
+(pipeline.tasks.WriteShards); the record stays. A video that cannot be decoded is recorded
 as a reject; a missing source file, or one whose bytes no longer hash to the index's sha256, raises (that is
 not a property of the data, so it is not recorded).
 """
@@ -14,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_json
 from .channels import channels
 from .config import BuildConfig, DepthConfig, FaceConfig
 from .depth import FanLandmarks, generic_depth, landmark_depth, to_uint8
 from .face_mesh import FaceMeshLandmarks
 from .faces import FaceDetector, crop_face, crop_matrix, find_upright, transform_points
 from .frames import DecodedFrames, VideoError, read_frames, truncation
-from .hashing import sha256_file
+from .hashing import content_sha256, sha256_file
 
 _MODELS: dict = {}  # per worker process: landmark network and a detector per sizing, loaded once
 
@@ -43,9 +46,18 @@ class VideoJob:
     dataset: str
 
 
+class ImagesRemoved(ResultError):
+    """A result whose images were removed after the shards holding them were committed."""
+
+
 def result_path(build_dir: Path, job: VideoJob) -> Path:
-    """Where a video's extraction result lives."""
-    return Path(build_dir) / "videos" / f"{job.video_id}.{job.sha256[:16]}.npz"
+    """Where a video's extraction result (its record) lives; its images are at :func:`images_path`."""
+    return Path(build_dir) / "videos" / f"{job.video_id}.{job.sha256[:16]}.json"
+
+
+def images_path(result: str | Path) -> Path:
+    """The images file beside a result's record."""
+    return Path(result).with_suffix(".npz")
 
 
 def resolve_device(device: str) -> str:
@@ -265,27 +277,51 @@ def depth_estimates(faces: list, crops: list, backend: str, landmarks, face: Fac
     return [(generic(det, matrix), "generic") for _, _, det, matrix in faces]
 
 
+SMALL = ("frame_index", "depth_source")  # the arrays a record holds; the images file holds the others
+
+
 def load_result(path: Path, names: tuple | None = None) -> tuple[dict, list, dict]:
-    """Arrays (all, or only those in ``names``: npz members load one by one), rejects [(frame_index, reason)]
-    and metadata of a result file."""
+    """Arrays (all, or only those in ``names``: the images file is opened only when one of its arrays is asked
+    for), rejects [(frame_index, reason)] and metadata of a result. ResultError names an unreadable file;
+    ImagesRemoved, a result whose images the build removed."""
+    path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:  # zip CRCs: a changed byte does not load
-            arrays = {k: data[k] for k in data.files
-                      if k not in ("rejects", "meta") and (names is None or k in names)}
-            rejects = json.loads(str(data["rejects"]))
-            meta = json.loads(str(data["meta"]))
+        record = json.loads(path.read_text())
+        if record.pop("sha256") != content_sha256(record):
+            raise ValueError("its content does not match its sha256")
+        arrays = {"frame_index": np.asarray(record["frame_index"], np.int32),
+                  "depth_source": np.asarray(record["depth_source"], dtype=str)}
     except Exception as err:  # noqa: BLE001 - whatever makes it unreadable, named with the file
         raise ResultError(f"{path}: unreadable extraction result ({type(err).__name__}: {err})") from None
-    return arrays, [tuple(r) for r in rejects], meta
+    arrays = {k: v for k, v in arrays.items() if names is None or k in names}
+    if names is None or set(names) - set(SMALL):
+        arrays.update(load_images(path, len(record["frame_index"]), names))
+    return arrays, [tuple(r) for r in record["rejects"]], record["meta"]
+
+
+def load_images(path: Path, samples: int, names: tuple | None = None) -> dict:
+    """The arrays of a result's images file (all, or those in ``names``), checked against its record's sample
+    count."""
+    images = images_path(path)
+    if not images.exists():
+        raise ImagesRemoved(f"{images}: the images of this result were removed once the shards holding them were "
+                            f"committed")
+    try:
+        with np.load(images, allow_pickle=False) as data:  # zip CRCs: a changed byte does not load
+            arrays = {k: data[k] for k in data.files if names is None or k in names}
+    except Exception as err:  # noqa: BLE001 - as above
+        raise ResultError(f"{images}: unreadable extraction result ({type(err).__name__}: {err})") from None
+    wrong = sorted(k for k, v in arrays.items() if len(v) != samples)
+    if wrong:
+        raise ResultError(f"{images}: unreadable extraction result ({wrong} do not hold the record's {samples} "
+                          f"samples)")
+    return arrays
 
 
 def summarize(path: Path, job: VideoJob) -> dict:
-    """Counts of a result file, reading only its small arrays (npz members load one by one)."""
-    with np.load(path, allow_pickle=False) as data:
-        samples = len(data["frame_index"])
-        rejects = json.loads(str(data["rejects"]))
-        meta = json.loads(str(data["meta"]))
-    return {"video_id": job.video_id, "samples": int(samples),
+    """Counts of a result, from its record."""
+    arrays, rejects, meta = load_result(path, SMALL)
+    return {"video_id": job.video_id, "samples": len(arrays["frame_index"]),
             "rejected_frames": sum(1 for i, _ in rejects if i >= 0),
             "video_rejected": any(i < 0 for i, _ in rejects), **meta}
 
@@ -301,5 +337,10 @@ def _empty(config: BuildConfig) -> dict:
 
 
 def _save(out: Path, arrays: dict, rejects: list, meta: dict) -> None:
-    with atomic_path(out, suffix=".tmp.npz") as tmp:
-        np.savez(tmp, **arrays, rejects=np.array(json.dumps(rejects)), meta=np.array(json.dumps(meta)))
+    """Write a result: its images, then its record (which marks the video finished)."""
+    with atomic_path(images_path(out), suffix=".tmp.npz") as tmp:
+        np.savez(tmp, **{k: v for k, v in arrays.items() if k not in SMALL})
+    record = {"frame_index": [int(i) for i in arrays["frame_index"]],
+              "depth_source": [str(s) for s in arrays["depth_source"]],
+              "rejects": [[int(i), str(why)] for i, why in rejects], "meta": meta}
+    write_json(out, {**record, "sha256": content_sha256(record)})

@@ -26,12 +26,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .assemble import Part, ShardPlan, cut, read_small, write_planned_shard
+from .assemble import (Part, ShardPlan, cut, is_current, plan_digest, read_record, read_small, record_path,
+                       remove_images, restore_images, write_planned_shard)
 from .atomic import write_csv, write_json
 from .cluster import close_clients, dask_client
 from .config import BuildConfig, load_config
 from .depth import backend_model, resolve_backend
-from .extract import SourceChanged, VideoJob, extract_videos, resolve_device, result_path
+from .extract import SourceChanged, VideoJob, extract_videos, images_path, resolve_device, result_path
 from .hashing import content_sha256, sha256_file
 from .identity import check_outputs, claim_build_dir
 from .index import index_dataset, read_known, read_table, write_index
@@ -246,7 +247,9 @@ def depth_backend(cfg: BuildConfig) -> str:
 class WriteShards(BuildTask):
     """Cuts the per-video results, in build order, into shards of ``samples_per_shard`` samples and has the
     dask workers write them, one shard per task (pipeline.assemble); this process reads only the results'
-    small arrays for the tables. A worker holds a video and up to 64 waiting rows at a time."""
+    records for the tables. A worker holds a video and up to 64 waiting rows at a time. A video's images are
+    removed once every shard holding it is committed, so the disk holds about one copy of the samples: the
+    results' until the shards are written, then the shards' (plus the shards in flight)."""
 
     def requires(self):
         return {d: ExtractFaces(config=self.config, dataset=d, quiet=self.quiet) for d in sorted(self.cfg.datasets)}
@@ -261,12 +264,8 @@ class WriteShards(BuildTask):
         remove_leftovers(shard_dir)
         videos, rejects = self.videos()
         plans, rows = plan_shards(videos, cfg)
-        optional = optional_datasets(cfg)
-        ensure_space(shard_dir / "shard-*.h5", sum(shard_bytes(plan.samples, cfg.face.size, cfg.depth.size, optional)
-                                                   for plan in plans), f"the build's {len(plans)} shard(s)")
-        records = write_shards(plans, cfg, optional, self.quiet)
+        write_shards(plans, cfg, optional_datasets(cfg), self.quiet)
         close_clients(wait=False)  # the workers shut down while the tables are written
-        write_json(shard_hashes_path(cfg), records)
         write_json(extraction_path(cfg), detection_counts(videos))
         _write_csv(shard_dir / "rejects.csv", rejects, ["video_id", "frame_index", "reason", "action"])
         _write_csv(self.output().path, rows, SAMPLE_COLUMNS)
@@ -366,8 +365,8 @@ def plan_shards(videos: list[ResultInfo], cfg: BuildConfig) -> tuple[list[ShardP
     """The shards of the build's sample order, and the rows of samples.csv (shard and row of every sample)."""
     backend = depth_backend(cfg)
     model = json.dumps(backend_model(backend, cfg.depth.weights_dir), sort_keys=True)
-    plans, rows = [], []
-    for number, pieces in enumerate(cut([len(v.frame_index) for v in videos], cfg.shards.samples_per_shard)):
+    plans, rows, counts = [], [], [len(v.frame_index) for v in videos]
+    for number, pieces in enumerate(cut(counts, cfg.shards.samples_per_shard)):
         path, parts, first_row = cfg.build_dir / "shards" / f"shard-{number:05d}.h5", [], 0
         for video, offset, take in pieces:
             v, meta = videos[video], videos[video].source
@@ -382,41 +381,95 @@ def plan_shards(videos: list[ResultInfo], cfg: BuildConfig) -> tuple[list[ShardP
         first = videos[pieces[0][0]]
         attrs = {"config_hash": cfg.config_hash(), "build": cfg.name, "shard": number, "depth_backend": backend,
                  "depth_model": model, "first_sample": f"{first.video_id}#{first.frame_index[pieces[0][1]]}"}
-        plans.append(ShardPlan(str(path), attrs, tuple(parts)))
+        attrs["plan_sha256"] = plan_digest(attrs, tuple(parts))
+        whole = tuple(videos[video].result for video, offset, take in pieces if take == counts[video])
+        plans.append(ShardPlan(str(path), attrs, tuple(parts), whole))
     return plans, rows
 
 
-def write_shards(plans: list[ShardPlan], cfg: BuildConfig, optional: tuple, quiet: bool) -> dict:
-    """Have the dask workers write the planned shards; return each shard's file record by file name. The first
-    failure stops the build (it names the shard or the result file; shards already written are rewritten by
-    the next run, to the same bytes)."""
-    if not plans:
-        return {}
+def write_shards(plans: list[ShardPlan], cfg: BuildConfig, optional: tuple, quiet: bool) -> None:
+    """Have the dask workers write the planned shards that are not committed as planned yet, and remove the
+    images of the videos whose shards are all committed. The first failure stops the build (it names the shard
+    or the result file; shards committed are kept, the others are written by the next run, to the same bytes)."""
+    todo = [plan for plan in plans if not is_current(plan)]
+    restore_removed(todo, cfg)
+    remove_stale_shards(cfg.build_dir / "shards", {Path(plan.path).name for plan in plans})
+    finish, writing = image_remover(plans), {plan.path for plan in todo}
+    for plan in plans:
+        if plan.path not in writing:
+            remove_images(plan.whole)  # committed by a run killed before it removed them
+            finish(plan)
+    if not todo:
+        return
     client, tag = dask_client(cfg), cfg.config_hash()[:12]
+    at_once = min(len(todo), max(1, sum(client.nthreads().values())))
+    largest = max(shard_bytes(plan.samples, cfg.face.size, cfg.depth.size, optional) for plan in todo)
+    ensure_space(cfg.build_dir / "shards" / "shard-*.h5", at_once * largest,
+                 f"the build's {len(todo)} shard(s), {at_once} at a time (each video's images are removed once its "
+                 f"shards are committed)")
     futures = [client.submit(write_planned_shard, plan, cfg.face.size, cfg.depth.size, cfg.shards.compression,
                              optional, pure=False, key=f"shard-{tag}-{Path(plan.path).name}")
-               for plan in plans]
-    plan_of, records = dict(zip(futures, plans)), {}
-    with tqdm(total=sum(plan.samples for plan in plans), unit="sample", desc="shards", disable=quiet,
-              dynamic_ncols=True) as bar:
-        for future, record in gathered(client, futures, cfg):
-            records[Path(plan_of[future].path).name] = record
+               for plan in todo]
+    plan_of = dict(zip(futures, todo))
+    with tqdm(total=sum(plan.samples for plan in plans), initial=sum(p.samples for p in plans if p.path not in writing),
+              unit="sample", desc="shards", disable=quiet, dynamic_ncols=True) as bar:
+        for future, _ in gathered(client, futures, cfg):
+            finish(plan_of[future])
             bar.update(plan_of[future].samples)
-    return dict(sorted(records.items()))
 
 
-def shard_hashes_path(cfg: BuildConfig) -> Path:
-    """Where WriteShards records each shard's sha256, size and modification time, as it wrote them."""
-    return cfg.build_dir / "shards" / "sha256.json"
+def image_remover(plans: list[ShardPlan]):
+    """A function to call with each plan as its shard is committed: it removes the images of the videos that
+    straddle shards once all of theirs are committed (each shard's task removes those it holds whole)."""
+    shards_of: dict = {}
+    for plan in plans:
+        for part in plan.parts:
+            shards_of.setdefault(part.result, set()).add(plan.path)
+    waiting = {result: shards for result, shards in shards_of.items() if len(shards) > 1}
+    committed: set = set()
+
+    def finish(plan: ShardPlan) -> None:
+        committed.add(plan.path)
+        ready = [result for result in {part.result for part in plan.parts} if waiting.get(result, {""}) <= committed]
+        remove_images(ready)
+    return finish
 
 
-def shard_sha256(records: dict, path: Path) -> str:
-    """A shard's sha256: the one WriteShards recorded (``records``, read from shard_hashes_path) while the file
-    is as it left it, else hashed now."""
-    record, stat = records.get(path.name), path.stat()
-    if record and (record["bytes"], record["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
-        return record["sha256"]
-    return sha256_file(path)
+def restore_removed(todo: list[ShardPlan], cfg: BuildConfig) -> None:
+    """Restore, on the workers, the images of the videos that shards about to be written need and whose images
+    were removed (pipeline.assemble.restore_images), from the rows the committed shards' records name. Runs
+    before any shard is written."""
+    missing = {part.result: part.video_id for plan in todo for part in plan.parts
+               if not images_path(part.result).exists()}
+    if not missing:
+        return
+    rows: dict = {}
+    for shard in sorted((cfg.build_dir / "shards").glob("shard-*.h5")):
+        for part in (read_record(shard) or {}).get("parts", []):
+            rows.setdefault((part["video_id"], part["result"]), []).append(
+                (str(shard), part["row"], part["offset"], part["take"]))
+    client, tag = dask_client(cfg), cfg.config_hash()[:12]
+    futures = [client.submit(restore_images, result, video_id, rows.get((video_id, Path(result).name), []),
+                             pure=False, key=f"restore-{tag}-{number}")
+               for number, (result, video_id) in enumerate(sorted(missing.items()))]
+    for _ in gathered(client, futures, cfg):
+        pass
+
+
+def remove_stale_shards(shard_dir: Path, planned: set) -> None:
+    """Remove the shards (and records) an earlier plan of this build made beyond this one's (a dataset that lost
+    videos makes fewer shards); after restore_removed, which may read them."""
+    for shard in shard_dir.glob("shard-*.h5"):
+        if shard.name not in planned:
+            record_path(shard).unlink(missing_ok=True)
+            shard.unlink()
+
+
+def shard_sha256(path: Path) -> str:
+    """A shard's sha256: the one its record holds (pipeline.assemble.record_path, written by the worker that
+    wrote it) while the file is as it left it, else hashed now."""
+    record = read_record(path)
+    return record["sha256"] if record else sha256_file(path)
 
 
 def optional_datasets(cfg: BuildConfig) -> tuple:
@@ -450,11 +503,10 @@ class BuildManifest(BuildTask):
         table_sha256 = {name: hashlib.sha256(write_csv(out / name, frame).encode()).hexdigest()
                         for name, frame in (("samples.csv", samples), ("rejects.csv", rejects),
                                             ("sources.csv", sources))}
-        shards, hashes, extraction = [], shard_hashes_path(cfg), extraction_path(cfg)
-        records = json.loads(hashes.read_text()) if hashes.is_file() else {}
+        shards, extraction = [], extraction_path(cfg)
         for shard, group in samples.groupby("shard", sort=True):
             path = shard_dir / shard
-            shards.append({"file": shard, "sha256": shard_sha256(records, path), "samples": len(group),
+            shards.append({"file": shard, "sha256": shard_sha256(path), "samples": len(group),
                            "bytes": path.stat().st_size})
         manifest = {
             "build": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.config_hash(),

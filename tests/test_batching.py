@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from pipeline.config import BuildConfig, ComputeConfig, FaceConfig, FrameConfig
-from pipeline.extract import VideoJob, detect_together, extract_videos, result_path
+from pipeline.extract import VideoJob, detect_together, extract_videos, images_path, result_path
 from pipeline.faces import FaceDetector
 from pipeline.frames import read_frames
 from pipeline.hashing import sha256_file
@@ -42,11 +42,15 @@ def test_a_resumed_task_writes_the_same_bytes_and_a_bad_video_stops_only_itself(
     outcomes = extract_videos(jobs[:2] + [missing] + jobs[2:], config, "generic", str(config.build_dir), 5)
     assert isinstance(outcomes[2], FileNotFoundError) and "gone.avi" in str(outcomes[2])
     assert all(o["samples"] == 2 for i, o in enumerate(outcomes) if i != 2)
-    first = {job: open(result_path(config.build_dir, job), "rb").read() for job in jobs}
-    os.remove(result_path(config.build_dir, jobs[1]))  # a kill before this one was written
+    def written():  # each video's record and images
+        return {job: [open(path, "rb").read() for path in (result_path(config.build_dir, job),
+                                                            images_path(result_path(config.build_dir, job)))]
+                for job in jobs}
+    first = written()
+    os.remove(result_path(config.build_dir, jobs[1]))  # a kill before this one's record was written
     before = os.stat(result_path(config.build_dir, jobs[0])).st_mtime_ns
     extract_videos(jobs, config, "generic", str(config.build_dir), 5)
-    assert {job: open(result_path(config.build_dir, job), "rb").read() for job in jobs} == first
+    assert written() == first
     assert os.stat(result_path(config.build_dir, jobs[0])).st_mtime_ns == before  # finished ones not rewritten
 
 def test_videos_per_task_makes_16_frames_on_the_cpu_and_64_on_cuda():

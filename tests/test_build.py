@@ -168,8 +168,8 @@ def test_killed_build_resumes_to_the_same_bytes(clean_build):
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "build", "--config", str(config), "--quiet"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
-    def finished():  # per-video results, not the hidden temporary files a kill leaves (the next run removes them)
-        return [p for p in videos.rglob("*.npz") if not p.name.startswith(".")]
+    def finished():  # per-video records, not the hidden temporary files a kill leaves (the next run removes them)
+        return [p for p in videos.rglob("*.json") if not p.name.startswith(".")]
 
     while time.time() < deadline and len(finished()) < 8:
         time.sleep(0.02)
@@ -307,7 +307,7 @@ def test_missing_source_stops_extraction_and_keeps_the_rest(corpus, tmp_path):
     result = build(config, check=False)
     assert result.returncode == 1
     assert "real_client001_laptop_SD_scene01.mov: source video is missing" in result.stdout + result.stderr
-    assert len(list((tmp_path / "out/t/videos").rglob("*.npz"))) == 15  # the other videos are done and kept
+    assert len(list((tmp_path / "out/t/videos").rglob("*.json"))) == 15  # the other videos are done and kept
     victim.write_bytes(kept)
     build(config)
     assert json.loads((tmp_path / "manifests/t/manifest.json").read_text())["samples"] == 32
@@ -385,17 +385,21 @@ def test_the_shipped_dask_worker_config_keeps_them_too(tmp_path, monkeypatch):
     assert list(preloaded.values()) == [True]
 
 
-def test_the_manifest_takes_a_shards_hash_from_its_writer_only_while_the_file_is_unchanged(tmp_path):
+def test_the_manifest_takes_a_shards_hash_from_its_record_only_while_the_file_is_unchanged(tmp_path):
+    from pipeline.assemble import record_path
+    from pipeline.atomic import write_json
     from pipeline.hashing import file_record, sha256_file
     from pipeline.tasks import shard_sha256
     shard = tmp_path / "shard-00000.h5"
     shard.write_bytes(b"a" * 64)
-    records = {shard.name: {**file_record(shard), "sha256": "as written"}}
-    assert shard_sha256(records, shard) == "as written"  # not hashed again
+    write_json(record_path(shard), {**file_record(shard), "sha256": "as written"})
+    assert record_path(shard) == tmp_path / "records" / "shard-00000.h5.json"
+    assert shard_sha256(shard) == "as written"  # not hashed again
     time.sleep(0.01)
     shard.write_bytes(b"b" * 64)  # same size, new bytes
-    assert shard_sha256(records, shard) == sha256_file(shard) != "as written"
-    assert shard_sha256({}, shard) == sha256_file(shard)  # a build whose writer recorded nothing
+    assert shard_sha256(shard) == sha256_file(shard) != "as written"
+    record_path(shard).unlink()
+    assert shard_sha256(shard) == sha256_file(shard)  # a shard without a record
 
 
 def test_dask_warns_only_from_errors_up_and_verbose_shows_both_libraries_info():

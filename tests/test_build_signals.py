@@ -23,7 +23,7 @@ def start(config):
 def workers_of(process, results, timeout=240) -> list:
     """The build's dask worker processes, once the first video results are on disk."""
     deadline = time.monotonic() + timeout
-    while not any(results.rglob("*.npz")):
+    while not any(results.rglob("*.json")):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)

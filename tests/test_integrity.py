@@ -59,13 +59,13 @@ def test_a_full_disk_while_shards_are_written_is_named_cleaned_up_and_resumes_id
         else:
             failed = build(config, check=False)
             assert failed.returncode == 1
-            assert "shard-*.h5: not enough free disk space to write the build's 1 shard(s): it needs up to" \
-                in failed.stderr
+            assert "shard-*.h5: not enough free disk space to write the build's 1 shard(s), 1 at a time (each " \
+                "video's images are removed once its shards are committed): it needs up to" in failed.stderr
             assert "Segmentation fault" not in failed.stderr
             resize(80)
         shards = disk / "out/t/shards"
         assert not list(shards.glob(".*")) and not list(shards.glob("*.h5"))  # no temporary shard keeps the disk full
-        assert len(list((disk / "out/t/videos").rglob("*.npz"))) == 16  # every finished video is kept
+        assert len(list((disk / "out/t/videos").rglob("*.npz"))) == 16  # every finished video's images are kept
         (shards / ".shard-00000.h5.k1ll3d.tmp.h5").write_bytes(b"left by a kill")
         build(config)
         assert not list(shards.glob(".*"))  # the next run removed the leftover
@@ -149,8 +149,9 @@ def test_an_unreadable_result_is_named_removed_and_extracted_again(corpus, tmp_p
     subprocess.run([sys.executable, "-c", "import luigi, sys; from pipeline.tasks import ExtractFaces; "
                     f"sys.exit(not luigi.build([ExtractFaces(config={str(config)!r}, dataset='msu', quiet=True)], "
                     "local_scheduler=True))"], check=True, timeout=300, capture_output=True)
+    records = sorted((tmp_path / "out/t/videos").rglob("*.json"))
     results = sorted((tmp_path / "out/t/videos").rglob("*.npz"))
-    flipped, cut_short = results[3], results[10]
+    cut_short, flipped = results[3], results[6]  # in the first shard, in this order: one failure per run
     data = bytearray(flipped.read_bytes())
     data[len(data) // 2] ^= 1  # inside an image array: only its zip CRC tells
     flipped.write_bytes(bytes(data))
@@ -160,9 +161,11 @@ def test_an_unreadable_result_is_named_removed_and_extracted_again(corpus, tmp_p
         assert failed.returncode == 1
         assert f"{victim}: unreadable extraction result (BadZipFile: {why}" in failed.stderr
         assert "removed it: run the build again to extract that video anew" in failed.stderr
-        assert not victim.exists() and not list((tmp_path / "out/t/shards").glob(".*"))
+        assert not victim.exists() and not victim.with_suffix(".json").exists()  # extracted again next time
+        assert not list((tmp_path / "out/t/shards").glob(".*"))
     build(config)
-    assert sorted((tmp_path / "out/t/videos").rglob("*.npz")) == results
+    assert sorted((tmp_path / "out/t/videos").rglob("*.json")) == records
+    assert not list((tmp_path / "out/t/videos").rglob("*.npz"))  # in the shards now
     rebuilt, clean = outputs(tmp_path), outputs(reference)
     del rebuilt["manifest.json"], clean["manifest.json"]  # it names its own folders
     assert rebuilt == clean

@@ -42,7 +42,8 @@ def test_a_build_made_under_umask_022_is_readable_by_others(train_build):
     manifest = json.loads((train_build / "manifest.json").read_text())
     build_dir = Path(manifest["shard_dir"]).parent  # the build folder: shards, per-video results, tables
     found = {**modes(train_build), **modes(build_dir)}
-    assert any(name.endswith(".h5") for name in found) and any(name.endswith(".npz") for name in found)
+    assert any(name.endswith(".h5") for name in found)
+    assert any(name.startswith("videos/") and name.endswith(".json") for name in found)  # per-video records
     assert {name: m for name, m in found.items() if m != 0o644} == {}
 
 

@@ -287,7 +287,7 @@ def test_extraction_with_the_face_alignment_backend(corpus, tmp_path):
         job = VideoJob(f"msu/{relpath}", str(corpus / "msu" / relpath), label, sha256_file(corpus / "msu" / relpath),
                        "msu")
         summary = extract_video(job, config, "face-alignment", str(config.build_dir))
-        arrays, rejects, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.npz")
+        arrays, rejects, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.json")
         assert summary["samples"] + summary["rejected_frames"] == 2
         assert all(reason.startswith("degenerate 3D landmarks") for _, reason in rejects)
         if label == "spoof":
@@ -298,7 +298,7 @@ def test_extraction_with_the_face_alignment_backend(corpus, tmp_path):
     # depth.store_estimate: the attack's faces go through the 3D landmark networks too
     config = config.replace(name="fa-estimate", depth=config.depth.replace(store_estimate=True))
     extract_video(job, config, "face-alignment", str(config.build_dir))
-    arrays, _, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.npz")
+    arrays, _, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.json")
     assert arrays["depth"].max() == 0 and arrays["depth_estimate"].shape == (2, 1, 32, 32)
     assert (arrays["depth_estimate"].reshape(2, -1).max(axis=1) > 0).all()
 
@@ -318,7 +318,7 @@ def test_stored_depth_estimates_cover_attacks_while_the_target_stays_masked(corp
         found = {}
         for config in (plain, stored):
             extract_video(job, config, "generic", str(config.build_dir))
-            found[config.name], _, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.npz")
+            found[config.name], _, _ = load_result(config.build_dir / "videos" / f"{job.video_id}.{job.sha256[:16]}.json")
         assert "depth_estimate" not in found["plain"] and len(found["stored"]["depth_estimate"]) == 2
         assert np.array_equal(found["plain"]["depth"], found["stored"]["depth"])
         assert np.array_equal(found["plain"]["rgb"], found["stored"]["rgb"])
