@@ -34,6 +34,7 @@ from skimage.feature import local_binary_pattern
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from disk_watch import DiskPeak, folder_bytes  # noqa: E402 - beside this script
 from pipeline.atomic import write_json  # noqa: E402
 from pipeline.channels import channels, color_lbp  # noqa: E402
 from pipeline.config import BuildConfig, FaceConfig, FrameConfig  # noqa: E402
@@ -318,18 +319,6 @@ def corpus_times(base: Path, times: int) -> Path:
     return folder
 
 
-def folder_bytes(folder: Path) -> int:
-    """Bytes of the files under ``folder`` (apparent sizes, as the shards' are counted), read while a build
-    creates and removes them."""
-    total = 0
-    for path in folder.rglob("*"):
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except OSError:  # removed while we looked
-            pass
-    return total
-
-
 def build_run(corpus: Path, frames: int, workers: int, work: Path,
               per_shard: int) -> tuple[int, int, float, float, dict]:
     """Build the whole corpus through Luigi + dask in a fresh process; return (videos, samples, seconds, peak
@@ -345,7 +334,7 @@ def build_run(corpus: Path, frames: int, workers: int, work: Path,
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "build", "--config", str(config), "--quiet"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                cwd=ROOT)
-    peak, disk = [0], [0]
+    peak = [0]
 
     def watch():
         root = psutil.Process(process.pid)
@@ -357,16 +346,10 @@ def build_run(corpus: Path, frames: int, workers: int, work: Path,
                 pass
             time.sleep(0.05)
 
-    def watch_disk():
-        while process.poll() is None:
-            disk[0] = max(disk[0], folder_bytes(work / "out"))
-            time.sleep(0.1)
-
-    threads = [threading.Thread(target=watch), threading.Thread(target=watch_disk)]
-    for thread in threads:
+    thread = threading.Thread(target=watch)
+    with DiskPeak(work / "out", lambda: process.poll() is None) as disk:
         thread.start()
-    process.wait()
-    for thread in threads:
+        process.wait()
         thread.join()
     seconds = time.perf_counter() - start
     if process.returncode:
@@ -375,9 +358,10 @@ def build_run(corpus: Path, frames: int, workers: int, work: Path,
     videos = sum(source["videos"] for source in manifest["sources"].values())
     stages = {}
     for stage, spent in json.loads((work / "manifests/bench/timings.json").read_text()).items():
-        stages[stage.split("-")[0]] = stages.get(stage.split("-")[0], 0.0) + spent
+        if stage != "shards-planning":  # a part of "shards"
+            stages[stage.split("-")[0]] = stages.get(stage.split("-")[0], 0.0) + spent
     final = folder_bytes(work / "out")
-    disk_use = {"peak_bytes": max(disk[0], final), "final_bytes": final, "shards": len(manifest["shards"]),
+    disk_use = {"peak_bytes": disk.peak, "final_bytes": final, "shards": len(manifest["shards"]),
                 "shard_bytes": sum(shard["bytes"] for shard in manifest["shards"])}
     return videos, manifest["samples"], seconds, peak[0] / 2**20, {"stage_seconds": stages, "disk": disk_use}
 

@@ -44,7 +44,7 @@ def _cmd_export(args) -> int:
     files = ", ".join(spec["files"])
     print(f"exported {spec['method']} ({spec['provenance']['protocol']}, step {spec['provenance']['best_step']}) "
           f"to {args.out}: {files}, model.json")
-    print(f"  thresholds (source validation): " + ", ".join(f"{k} {v:.4f}" for k, v in spec["thresholds"].items()))
+    print("  thresholds (source validation): " + ", ".join(f"{k} {v:.4f}" for k, v in spec["thresholds"].items()))
     print(f"  score new footage with: fas-train predict --model {args.out} VIDEO_OR_IMAGE...")
     return 0
 

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-import hashlib
 import json
 import os
 
 from .atomic import atomic_path, write_json
 from .extract import SMALL, ImagesRemoved, ResultError, images_path, load_result
-from .hashing import file_record
+from .hashing import content_sha256, file_record
 from .shards import ATTACKS, DOMAINS, LABELS, ShardWriter, open_shard
 
 
@@ -54,9 +53,8 @@ class ShardPlan:
 
 def plan_digest(attrs: dict, parts: tuple[Part, ...]) -> str:
     """SHA-256 of a shard's attributes and parts (results by file name: a build folder moved whole keeps it)."""
-    content = {"attrs": attrs, "parts": [[p.dataset, p.video_id, Path(p.result).name, p.label, p.attack, p.offset,
-                                          p.take] for p in parts]}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return content_sha256({"attrs": attrs, "parts": [[p.dataset, p.video_id, Path(p.result).name, p.label, p.attack,
+                                                      p.offset, p.take] for p in parts]})
 
 
 def record_path(shard: str | Path) -> Path:

@@ -264,7 +264,9 @@ class WriteShards(BuildTask):
         remove_leftovers(shard_dir)
         videos, rejects = self.videos()
         plans, rows = plan_shards(videos, cfg)
-        write_shards(plans, cfg, optional_datasets(cfg), self.quiet)
+        todo = shards_to_write(plans, cfg)
+        self.record_time("shards-planning", time.perf_counter() - start)  # the orchestrator's, before the workers'
+        write_shards(plans, todo, cfg, optional_datasets(cfg), self.quiet)
         close_clients(wait=False)  # the workers shut down while the tables are written
         write_json(extraction_path(cfg), detection_counts(videos))
         _write_csv(shard_dir / "rejects.csv", rejects, ["video_id", "frame_index", "reason", "action"])
@@ -272,7 +274,7 @@ class WriteShards(BuildTask):
         self.record_time("shards", time.perf_counter() - start)
 
     def videos(self) -> tuple[list[ResultInfo], list[dict]]:
-        """Every video's result in build order (its small arrays, read by the dask workers), and the rows of
+        """Every video's result in build order (its record, read by the dask workers), and the rows of
         rejects.csv."""
         cfg, entries, videos, rejects = self.cfg, [], [], []
         for dataset, target in sorted(self.input().items()):
@@ -296,8 +298,8 @@ class WriteShards(BuildTask):
 
 
 def read_small_on_workers(paths: list[str], cfg: BuildConfig) -> list[tuple[dict, list, dict]]:
-    """The small arrays, rejects and metadata of each result (:func:`pipeline.assemble.read_small`), read by the
-    dask workers RESULTS_PER_TASK at a time, in order. An unreadable result stops the build, naming its file
+    """The record (small arrays, rejects and metadata) of each result (:func:`pipeline.assemble.read_small`), read
+    by the dask workers RESULTS_PER_TASK at a time, in order. An unreadable result stops the build, naming its file
     (removed, so that the next run extracts that video again)."""
     if not paths:
         return []
@@ -320,7 +322,7 @@ def gathered(client, futures: list, cfg: BuildConfig):
         client.cancel([future for future in futures if not future.done()])
 
 
-RESULTS_PER_TASK = 256  # results whose small arrays one dask task reads: 40 tasks for 10,000 videos
+RESULTS_PER_TASK = 256  # results whose records one dask task reads: 40 tasks for 10,000 videos
 
 
 @dataclass(frozen=True)
@@ -387,13 +389,20 @@ def plan_shards(videos: list[ResultInfo], cfg: BuildConfig) -> tuple[list[ShardP
     return plans, rows
 
 
-def write_shards(plans: list[ShardPlan], cfg: BuildConfig, optional: tuple, quiet: bool) -> None:
-    """Have the dask workers write the planned shards that are not committed as planned yet, and remove the
-    images of the videos whose shards are all committed. The first failure stops the build (it names the shard
-    or the result file; shards committed are kept, the others are written by the next run, to the same bytes)."""
+def shards_to_write(plans: list[ShardPlan], cfg: BuildConfig) -> list[ShardPlan]:
+    """The plans whose shards are not committed as planned yet, with the images they need restored
+    (restore_removed) and the shards of an earlier, longer plan removed."""
     todo = [plan for plan in plans if not is_current(plan)]
     restore_removed(todo, cfg)
     remove_stale_shards(cfg.build_dir / "shards", {Path(plan.path).name for plan in plans})
+    return todo
+
+
+def write_shards(plans: list[ShardPlan], todo: list[ShardPlan], cfg: BuildConfig, optional: tuple,
+                 quiet: bool) -> None:
+    """Have the dask workers write the shards of ``todo`` (of ``plans``), and remove the images of the videos
+    whose shards are all committed. The first failure stops the build (it names the shard or the result file;
+    shards committed are kept, the others are written by the next run, to the same bytes)."""
     finish, writing = image_remover(plans), {plan.path for plan in todo}
     for plan in plans:
         if plan.path not in writing:
