@@ -62,14 +62,16 @@ def record_path(shard: str | Path) -> Path:
     return Path(shard).parent / "records" / f"{Path(shard).name}.json"
 
 
-def read_record(shard: str | Path) -> dict | None:
-    """A shard's record while the shard is the file it describes (same size and mtime), else None."""
+def read_record(shard: str | Path, unchanged: bool = True) -> dict | None:
+    """A shard's record while the shard is there and, if ``unchanged``, the file it describes (same size and
+    mtime: a copy that did not keep mtimes is not), else None."""
     try:
         record = json.loads(record_path(shard).read_text())
         stat = os.stat(shard)
     except (OSError, ValueError):
         return None
-    return record if (record.get("bytes"), record.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns) else None
+    same = (record.get("bytes"), record.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)
+    return record if same or not unchanged else None
 
 
 def is_current(plan: ShardPlan) -> dict | None:

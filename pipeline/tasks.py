@@ -446,15 +446,16 @@ def image_remover(plans: list[ShardPlan]):
 
 def restore_removed(todo: list[ShardPlan], cfg: BuildConfig) -> None:
     """Restore, on the workers, the images of the videos that shards about to be written need and whose images
-    were removed (pipeline.assemble.restore_images), from the rows the committed shards' records name. Runs
-    before any shard is written."""
+    were removed (pipeline.assemble.restore_images), from the rows the committed shards' records name (in a
+    build folder copied without its mtimes too: the rows are checked, not the files). Runs before any shard is
+    written."""
     missing = {part.result: part.video_id for plan in todo for part in plan.parts
                if not images_path(part.result).exists()}
     if not missing:
         return
     rows: dict = {}
     for shard in sorted((cfg.build_dir / "shards").glob("shard-*.h5")):
-        for part in (read_record(shard) or {}).get("parts", []):
+        for part in (read_record(shard, unchanged=False) or {}).get("parts", []):  # each row is checked
             rows.setdefault((part["video_id"], part["result"]), []).append(
                 (str(shard), part["row"], part["offset"], part["take"]))
     client, tag = dask_client(cfg), cfg.config_hash()[:12]
