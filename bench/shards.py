@@ -142,8 +142,10 @@ def main():
           f"{figures['shard_stage_seconds']:.1f} s shard stage; the command took {first['seconds']:.1f} s")
     print(f"  disk over the shards' bytes: peak {figures['peak_over_shards']:.3f}x, after the build "
           f"{figures['final_over_shards']:.3f}x")
-    print(f"  killed with {committed} of {figures['shards']} shards committed: the resume took {resumed['seconds']:.1f} s "
-          f"(planning {figures['resume']['planning_seconds']:.1f} s), disk peak {figures['resume']['peak_over_shards']:.3f}x")
+    resume = figures["resume"]
+    print(f"  killed with {committed} of {figures['shards']} shards committed: the resume took "
+          f"{resumed['seconds']:.1f} s (planning {resume['planning_seconds']:.1f} s), disk peak "
+          f"{resume['peak_over_shards']:.3f}x")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.json, figures)
     print(f"figures: {args.json}")

@@ -419,9 +419,9 @@ def write_shards(plans: list[ShardPlan], todo: list[ShardPlan], cfg: BuildConfig
     futures = [client.submit(write_planned_shard, plan, cfg.face.size, cfg.depth.size, cfg.shards.compression,
                              optional, pure=False, key=f"shard-{tag}-{Path(plan.path).name}")
                for plan in todo]
-    plan_of = dict(zip(futures, todo))
-    with tqdm(total=sum(plan.samples for plan in plans), initial=sum(p.samples for p in plans if p.path not in writing),
-              unit="sample", desc="shards", disable=quiet, dynamic_ncols=True) as bar:
+    plan_of, committed = dict(zip(futures, todo)), sum(plan.samples for plan in plans if plan.path not in writing)
+    with tqdm(total=sum(plan.samples for plan in plans), initial=committed, unit="sample", desc="shards",
+              disable=quiet, dynamic_ncols=True) as bar:
         for future, _ in gathered(client, futures, cfg):
             finish(plan_of[future])
             bar.update(plan_of[future].samples)
@@ -439,8 +439,8 @@ def image_remover(plans: list[ShardPlan]):
 
     def finish(plan: ShardPlan) -> None:
         committed.add(plan.path)
-        ready = [result for result in {part.result for part in plan.parts} if waiting.get(result, {""}) <= committed]
-        remove_images(ready)
+        remove_images([part.result for part in plan.parts
+                       if part.result in waiting and waiting[part.result] <= committed])
     return finish
 
 

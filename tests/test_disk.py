@@ -22,7 +22,8 @@ SETTINGS = {"face": {"size": 128}, "shards": {"samples_per_shard": 5}}  # 2 fram
 
 
 def folder_bytes(folder, exclude=None) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and (exclude is None or exclude not in p.parents))
+    return sum(p.stat().st_size for p in folder.rglob("*")
+               if p.is_file() and (exclude is None or exclude not in p.parents))
 
 
 def same_bytes(tmp_path, reference) -> bool:
