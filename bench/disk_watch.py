@@ -19,10 +19,10 @@ def folder_bytes(folder: Path) -> int:
 
 class DiskPeak:
     """Samples ``folder_bytes(folder)`` every ``interval`` seconds in a thread while ``running()`` is true; use
-    as a context manager, then read ``peak``."""
+    as a context manager, then read ``peak`` and ``final`` (the bytes when it exits)."""
 
     def __init__(self, folder: Path, running, interval: float = 0.1):
-        self.folder, self.running, self.interval, self.peak = Path(folder), running, interval, 0
+        self.folder, self.running, self.interval, self.peak, self.final = Path(folder), running, interval, 0, 0
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.stop = threading.Event()
 
@@ -38,4 +38,5 @@ class DiskPeak:
     def __exit__(self, *exc) -> None:
         self.stop.set()
         self.thread.join()
-        self.peak = max(self.peak, folder_bytes(self.folder))
+        self.final = folder_bytes(self.folder)
+        self.peak = max(self.peak, self.final)

@@ -34,7 +34,7 @@ from skimage.feature import local_binary_pattern
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from disk_watch import DiskPeak, folder_bytes  # noqa: E402 - beside this script
+from disk_watch import DiskPeak  # noqa: E402 - beside this script
 from pipeline.atomic import write_json  # noqa: E402
 from pipeline.channels import channels, color_lbp  # noqa: E402
 from pipeline.config import BuildConfig, FaceConfig, FrameConfig  # noqa: E402
@@ -360,8 +360,7 @@ def build_run(corpus: Path, frames: int, workers: int, work: Path,
     for stage, spent in json.loads((work / "manifests/bench/timings.json").read_text()).items():
         if stage != "shards-planning":  # a part of "shards"
             stages[stage.split("-")[0]] = stages.get(stage.split("-")[0], 0.0) + spent
-    final = folder_bytes(work / "out")
-    disk_use = {"peak_bytes": disk.peak, "final_bytes": final, "shards": len(manifest["shards"]),
+    disk_use = {"peak_bytes": disk.peak, "final_bytes": disk.final, "shards": len(manifest["shards"]),
                 "shard_bytes": sum(shard["bytes"] for shard in manifest["shards"])}
     return videos, manifest["samples"], seconds, peak[0] / 2**20, {"stage_seconds": stages, "disk": disk_use}
 

@@ -29,7 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from disk_watch import DiskPeak, folder_bytes  # noqa: E402 - beside this script
+from disk_watch import DiskPeak  # noqa: E402 - beside this script
 from pipeline.atomic import write_csv, write_json  # noqa: E402
 from pipeline.demo import DemoConfig, write_demo_corpus  # noqa: E402
 from pipeline.index import read_table  # noqa: E402
@@ -99,7 +99,7 @@ def run_build(config: Path, out: Path, kill_after_records: int = 0) -> dict:
     seconds = time.perf_counter() - start
     if process.returncode and not kill_after_records:
         raise SystemExit(f"build failed (exit {process.returncode}): {process.stderr.read()[-2000:]}")
-    return {"seconds": seconds, "peak_bytes": disk.peak, "final_bytes": folder_bytes(out)}
+    return {"seconds": seconds, "peak_bytes": disk.peak, "final_bytes": disk.final}
 
 
 def main():

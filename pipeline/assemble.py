@@ -10,13 +10,12 @@ written again (a shard missing or changed, or a plan shifted by a changed source
 the rows a record names, checked by video id and frame index."""
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-import json
-import os
 
 from .atomic import atomic_path, write_json
 from .extract import SMALL, ImagesRemoved, ResultError, images_path, load_result
