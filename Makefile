@@ -46,7 +46,7 @@ benchmark: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal
 
-# Not in CI (about an hour on 2 cores): mutmut over the trainer's maths ([mutmut] in setup.cfg, the fast
+# Not in CI (about 25 minutes on 2 cores): mutmut over the trainer's maths ([mutmut] in setup.cfg, the fast
 # tests that claim to check it); `mutmut results` lists the survivors, docs/mutation.md the equivalent ones
 mutation: $(STAMP)
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[test,mutation]"
