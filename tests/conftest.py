@@ -32,3 +32,19 @@ def train_build(corpus, tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pipeline", "build", "--config", str(tmp / "b.yaml"), "--quiet"],
                    check=True, capture_output=True, timeout=300, umask=0o022)  # a shared cluster's usual umask
     return tmp / "manifests" / "b"
+
+
+@pytest.fixture
+def pca_widths(monkeypatch):
+    """The (asked, returned) widths of every PCA the pseudo-domain clustering fits while the test runs."""
+    import fas_train.pseudo_domains as pseudo
+    seen = []
+
+    class Recorded(pseudo.PCA):
+        def fit_transform(self, X, y=None):
+            out = super().fit_transform(X, y)
+            seen.append((self.n_components, out.shape[1]))
+            return out
+
+    monkeypatch.setattr(pseudo, "PCA", Recorded)
+    return seen

@@ -664,16 +664,7 @@ def test_method_construction_keeps_config_seed_generator_and_flags():
     assert d2am.domain_source(1) == "model: DRLM domain features"
 
 
-def test_pdl_assigns_pseudo_domains_by_pca_and_kmeans_seeded_per_epoch(monkeypatch):
-    import fas_train.pseudo_domains as pseudo
-    widths = []
-
-    class Recorded(pseudo.PCA):
-        def fit_transform(self, X, y=None):
-            widths.append(self.n_components)
-            return super().fit_transform(X, y)
-
-    monkeypatch.setattr(pseudo, "PCA", Recorded)
+def test_pdl_assigns_pseudo_domains_by_pca_and_kmeans_seeded_per_epoch(pca_widths):
     rng = np.random.default_rng(0)
     groups = np.repeat([0, 1, 2], 20)
     features = rng.standard_normal((60, 12)) * 0.05 + groups[:, None]
@@ -685,6 +676,7 @@ def test_pdl_assigns_pseudo_domains_by_pca_and_kmeans_seeded_per_epoch(monkeypat
     assert np.array_equal(pdl.assign_domains(features, np.tile([1, 0], 30), renamed, epoch=1), renamed)
     gmm = make("pdl", clustering="gmm", pca_dims=4)
     assert agreement(gmm.assign_domains(features, np.tile([1, 0], 30), None, epoch=0), groups) == 1.0
-    assert widths == [12, 12, 4]  # the config's PCA width (256 by default), capped by the 12 features
+    # the config's PCA width (256 by default), capped by the 12 features
+    assert [asked for asked, _ in pca_widths] == [12, 12, 4]
     with pytest.raises(ValueError, match="unknown clustering 'dbscan'"):
         make("pdl", clustering="dbscan").assign_domains(features, np.tile([1, 0], 30), None, epoch=0)

@@ -266,20 +266,10 @@ def test_clustering_defaults_standardise_and_names_follow_the_previous_assignmen
     assert agreement(cluster_pca(wide, 2, seed=0), np.repeat([0, 1], 6)) == 1.0  # 300 features, 12 samples
 
 
-def test_pdl_reduces_to_its_pca_width_or_the_data_s_rank_whichever_is_smaller(monkeypatch):
+def test_pdl_reduces_to_its_pca_width_or_the_data_s_rank_whichever_is_smaller(pca_widths):
     """pdl-fas.txt: PCA before clustering; 256 dimensions here (a choice), fewer when the samples or features
     are fewer: the widths the PCA is fitted with, and the dimensions K-means then sees."""
-    import fas_train.pseudo_domains as pseudo
-    from sklearn.decomposition import PCA
-    seen = []
-
-    class Recorded(PCA):
-        def fit_transform(self, X, y=None):
-            out = super().fit_transform(X, y)
-            seen.append((self.n_components, out.shape[1]))
-            return out
-
-    monkeypatch.setattr(pseudo, "PCA", Recorded)
+    seen = pca_widths
     rng = np.random.default_rng(1)
     for shape, dims, width in (((12, 300), 256, 12), ((50, 8), 256, 8), ((50, 300), 16, 16)):
         seen.clear()
