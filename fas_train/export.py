@@ -21,10 +21,12 @@ A model folder holds:
 Why ``torch.export`` and not TorchScript or ONNX: its graph is the ATen program PyTorch itself runs, so the
 exported scores equal the run's to the last bits on the same machine, with no exporter of its own and no
 runtime to add (ONNX would add one, and its antialiased resize differs); TorchScript is deprecated. Its own
-``.pt2`` loader is not used (it can fall back to unrestricted loading, and its graphs may hold guard code):
-:func:`load_model` reads the JSON graph itself, refuses any node that is not an ATen operator (or the autocast
-wrapper and tuple indexing that export writes), any guard code and any file whose sha256 is not model.json's,
-and hands the arrays to torch's deserializer as tensors.
+``.pt2`` loader is not used (it can fall back to unrestricted loading, and its graphs may hold guard code), and
+its deserializer is not a safe parser (it evaluates shape expressions with sympy, resolves names by ``getattr``):
+graphs are written without node metadata, and :func:`load_model` refuses any file whose sha256 is not
+model.json's, any graph with a string outside its field's grammar (:mod:`fas_train.model_graph`: ATen operators
+only, shape expressions parsed, guard code and metadata refused), any array whose shape is not its graph's, and a
+preprocessing.json that is not build settings or names a file, before torch's deserializer sees the graph.
 """
 from __future__ import annotations
 
@@ -32,7 +34,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +47,9 @@ from pipeline.hashing import sha256_file
 from pipeline.provenance import code_version
 
 from .data import resize_input
+from .model_graph import check_graph, without_metadata
 
-MODEL_FORMAT = 1
-ALLOWED_TARGET = re.compile(r"^torch\.ops\.aten\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")
-ALLOWED_OTHER = {"torch.ops.higher_order.wrap_with_autocast", "_operator.getitem"}
-REFUSED_ATEN = re.compile(r"file|save|load", re.IGNORECASE)  # no ATen operator that reads or writes files
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MODEL_FORMAT = 2  # 2: graphs without node metadata, every string checked (fas_train.model_graph)
 
 
 class ImageScorer(nn.Module):
@@ -170,11 +168,12 @@ def export_run(run: Path, out: Path, build: str | None = None) -> dict:
 
 
 def _write_program(folder: Path, name: str, program, shape: list) -> dict:
-    """The graph as JSON and its tensors as plain arrays; their sha256 by file name."""
+    """The graph as JSON (without node metadata) and its tensors as plain arrays; their sha256 by file name."""
     from torch._export.serde.serialize import serialize
-    artifact = serialize(program)
     graph = folder / f"{name}.json"
-    graph.write_bytes(artifact.exported_program)
+    content = without_metadata(json.loads(serialize(program).exported_program))
+    check_graph(content, graph)  # what the loader will accept, refused here rather than by a user
+    graph.write_text(json.dumps(content, sort_keys=True))
     parameters = set(program.graph_signature.parameters)
     arrays = {f"{'parameters' if k in parameters else 'buffers'}/{k}": v.detach().cpu().numpy()
               for k, v in program.state_dict.items()}
@@ -217,43 +216,94 @@ class LoadedModel:
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> LoadedModel:
-    """Read a model folder written by :func:`export_run`, checking every file's sha256 and every graph node;
-    nothing is unpickled and no code from the folder runs."""
+    """Read a model folder written by :func:`export_run`, checking every file's sha256, every string of every
+    graph (:func:`fas_train.model_graph.check_graph`), every array's shape against its graph and
+    preprocessing.json against the build settings it describes; nothing is unpickled and no code from the
+    folder runs. Errors (ValueError, FileNotFoundError) name the file."""
     folder = Path(folder)
     spec_path = folder / "model.json"
     if not spec_path.is_file():
         raise FileNotFoundError(f"{folder}: not a model folder (no model.json; `fas-train export` writes one)")
-    spec = json.loads(spec_path.read_text())
-    if spec.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{spec_path}: model format {spec.get('format')!r}, this fas_train reads {MODEL_FORMAT}")
+    spec = _read_json(spec_path.read_bytes(), spec_path)
+    if not isinstance(spec, dict) or spec.get("format") != MODEL_FORMAT:
+        found = spec.get("format") if isinstance(spec, dict) else None
+        raise ValueError(f"{spec_path}: model format {found!r}, this fas_train reads {MODEL_FORMAT}"
+                         + (" (format 1 graphs carry metadata that is no longer read: export the run again)"
+                            if found == 1 else ""))
+    files, shapes = spec.get("files"), spec.get("input")
+    if not isinstance(files, dict) or not isinstance(shapes, dict) or "preprocessing.json" not in files:
+        raise ValueError(f"{spec_path}: 'files' and 'input' are missing or not mappings")
     contents = {}  # each file read once: the bytes checked are the bytes loaded
-    for name, digest in spec["files"].items():
+    for name, digest in files.items():
         path = folder / name
         if Path(name).name != name or not path.is_file():
-            raise FileNotFoundError(f"{path}: missing from the model folder")
+            raise FileNotFoundError(f"{path}: listed in model.json but missing from the model folder")
         contents[name] = path.read_bytes()
         if hashlib.sha256(contents[name]).hexdigest() != digest:
             raise ValueError(f"{path}: sha256 differs from model.json's (changed or truncated)")
-    shapes = spec["input"]
-    programs = {name: _load_program(folder / name, contents, shapes[name], device)
-                for name in ("image_scorer", "video_features", "video_step") if name in shapes}
+    programs = {}
+    for name in ("image_scorer", "video_features", "video_step"):
+        if name in shapes:
+            for suffix in (".json", ".npz"):
+                if f"{name}{suffix}" not in contents:
+                    raise ValueError(f"{spec_path}: {name}{suffix} is not among the files it lists")
+            programs[name] = _load_program(folder / name, contents, shapes[name], device)
+    if "image_scorer" not in programs:
+        raise ValueError(f"{spec_path}: no image_scorer among its inputs")
     video = (SteppedVideo(programs["video_features"], programs["video_step"], shapes["video_step"][1])
              if "video_step" in programs else None)
-    preprocessing = json.loads(contents["preprocessing.json"])
+    preprocessing = check_preprocessing(_read_json(contents["preprocessing.json"], folder / "preprocessing.json"),
+                                        folder / "preprocessing.json")
     return LoadedModel(programs["image_scorer"], video, spec, preprocessing, folder)
+
+
+def _read_json(content: bytes, where: Path):
+    try:
+        return json.loads(content)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{where}: not JSON ({err})") from None
+
+
+def check_preprocessing(preprocessing, where: Path) -> dict:
+    """preprocessing.json as the build settings it describes (validated as a build config's sections); it may
+    name no file: face-alignment's weights come from the machine's cache, never from a path in the folder."""
+    from pydantic import ValidationError
+
+    from pipeline.config import DepthConfig, FaceConfig, FrameConfig
+    keys = {"build", "config_hash", "frames", "face", "depth", "depth_backend", "depth_model"}
+    if not isinstance(preprocessing, dict) or not {"frames", "face", "depth"} <= set(preprocessing) <= keys:
+        raise ValueError(f"{where}: expected the sections frames, face and depth (and only {sorted(keys)})")
+    if isinstance(preprocessing["depth"], dict) and preprocessing["depth"].get("weights_dir") is not None:
+        raise ValueError(f"{where}: depth.weights_dir names a path; a model folder reads no file it does not list")
+    try:
+        for section, kind in (("frames", FrameConfig), ("face", FaceConfig), ("depth", DepthConfig)):
+            kind(**preprocessing[section])
+    except (ValidationError, TypeError) as err:
+        raise ValueError(f"{where}: {section}: {err}") from None
+    if preprocessing.get("depth_backend") not in (None, "face-alignment", "mediapipe", "generic"):
+        raise ValueError(f"{where}: unknown depth_backend {preprocessing['depth_backend']!r}")
+    return preprocessing
 
 
 def _load_program(stem: Path, contents: dict, shape: list, device: str):
     """One exported program from its checked graph and arrays (``contents``: bytes by file name)."""
     from torch._export.serde.serialize import SerializedArtifact, deserialize
-    graph = contents[f"{stem.name}.json"]
-    check_graph(json.loads(graph), stem.with_suffix(".json"))
-    with np.load(io.BytesIO(contents[f"{stem.name}.npz"]), allow_pickle=False) as data:
-        tensors = {key: torch.from_numpy(data[key].copy()) for key in data.files}
+    graph_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
+    graph = contents[graph_path.name]
+    content = _read_json(graph, graph_path)
+    check_graph(content, graph_path)
+    try:
+        with np.load(io.BytesIO(contents[weights_path.name]), allow_pickle=False) as data:
+            tensors = {key: torch.from_numpy(data[key].copy()) for key in data.files}
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{weights_path}: not a plain .npz of arrays ({err})") from None
+    _check_arrays(content, tensors, weights_path)
     state = {k.removeprefix("parameters/"): nn.Parameter(v, requires_grad=False) for k, v in tensors.items()
              if k.startswith("parameters/")}
     state.update({k.removeprefix("buffers/"): v for k, v in tensors.items() if k.startswith("buffers/")})
     constants = {k.removeprefix("constants/"): v for k, v in tensors.items() if k.startswith("constants/")}
+    if not isinstance(shape, list) or not shape:
+        raise ValueError(f"{stem.parent / 'model.json'}: input.{stem.name} is not a shape")
     if isinstance(shape[0], list):  # several float inputs (the recurrence step)
         example = tuple(torch.zeros(s) for s in shape)
     else:
@@ -265,27 +315,21 @@ def _load_program(stem: Path, contents: dict, shape: list, device: str):
     return program.module(check_guards=False)
 
 
-def check_graph(graph: dict, where: Path) -> None:
-    """Refuse a serialized graph that holds guard code, a node that is not an ATen operator (nor the autocast
-    wrapper or tuple indexing), an ATen operator on files, or a node name that is not an identifier."""
-    if graph.get("guards_code"):
-        raise ValueError(f"{where}: the graph carries guard code; an exported model is operators only")
-    for node in _nodes(graph):
-        target, node_name = node.get("target", ""), node.get("name")
-        allowed = (ALLOWED_TARGET.match(target) and not REFUSED_ATEN.search(target)) or target in ALLOWED_OTHER
-        if not allowed:
-            raise ValueError(f"{where}: refused graph node {target!r}: a model's graph may hold only ATen operators")
-        if node_name is not None and not IDENTIFIER.match(str(node_name)):
-            raise ValueError(f"{where}: refused graph node name {node_name!r}")
-
-
-def _nodes(value):
-    """Every node of a serialized graph, those of nested graphs (higher-order operators' bodies) included."""
-    if isinstance(value, dict):
-        if "target" in value and "inputs" in value:
-            yield value
-        for item in value.values():
-            yield from _nodes(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _nodes(item)
+def _check_arrays(graph: dict, tensors: dict, where: Path) -> None:
+    """Every parameter, buffer and constant the graph reads is in the arrays, with the graph's shape; no other."""
+    module = graph["graph_module"]
+    values = module["graph"].get("tensor_values", {})
+    expected = {}
+    for spec in module["signature"].get("input_specs", []):
+        for kind, key, prefix in (("parameter", "parameter_name", "parameters/"), ("buffer", "buffer_name", "buffers/"),
+                                  ("tensor_constant", "tensor_constant_name", "constants/")):
+            if kind in spec:
+                meta = values.get(spec[kind]["arg"]["name"], {})
+                prefix = "constants/" if spec[kind].get("persistent") is False else prefix  # held as a constant
+                expected[prefix + spec[kind][key]] = [s.get("as_int") for s in meta.get("sizes", [])]
+    if set(expected) != set(tensors):
+        missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        raise ValueError(f"{where}: arrays do not match the graph (missing {missing[:3]}, unexpected {extra[:3]})")
+    for key, sizes in expected.items():
+        if list(tensors[key].shape) != sizes:
+            raise ValueError(f"{where}: {key} has shape {list(tensors[key].shape)}, the graph expects {sizes}")

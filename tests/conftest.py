@@ -34,6 +34,17 @@ def train_build(corpus, tmp_path_factory):
     return tmp / "manifests" / "b"
 
 
+@pytest.fixture(scope="session")
+def erm_run(train_build, tmp_path_factory):
+    """A finished ERM run of ``train_build`` (two steps, the small network, 32 px)."""
+    from fas_train.cli import main
+    run = tmp_path_factory.mktemp("erm") / "run"
+    assert main(["train", "--method", "erm", "--build", str(train_build), "--protocol", PROTOCOL, "--out", str(run),
+                 "--steps", "2", "--eval-every", "2", "--per-class", "2", "--network", "small", "--input-size", "32",
+                 "--device", "cpu", "--quiet"]) == 0
+    return run
+
+
 @pytest.fixture
 def pca_widths(monkeypatch):
     """The (asked, returned) widths of every PCA the pseudo-domain clustering fits while the test runs."""

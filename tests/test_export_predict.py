@@ -17,6 +17,8 @@ from fas_train.cli import main
 from fas_train.export import load_model
 from fas_train.methods import METHODS
 
+from test_model_folder import assert_every_string_refuses_a_payload
+
 SMALL = ["--steps", "2", "--eval-every", "2", "--per-class", "2", "--network", "small", "--input-size", "32",
          "--device", "cpu", "--quiet"]
 
@@ -33,14 +35,6 @@ def predicted_frames(out, videos: dict) -> pd.DataFrame:
     tables = [pd.read_csv(p) for p in out.glob("*.csv") if p.name != "predictions.csv"]
     frames = pd.concat(tables)
     return frames[frames["input"].isin(videos)].assign(video_id=lambda t: t["input"].map(videos))
-
-
-@pytest.fixture(scope="module")
-def erm_run(train_build, tmp_path_factory):
-    run = tmp_path_factory.mktemp("erm") / "run"
-    assert main(["train", "--method", "erm", "--build", str(train_build), "--protocol", "mico_OCI_to_M",
-                 "--out", str(run), *SMALL]) == 0
-    return run
 
 
 def test_export_then_predict_gives_the_runs_scores(erm_run, train_build, tmp_path, capsys):
@@ -137,6 +131,12 @@ def test_every_method_exports_and_scores_as_its_run(method, train_build, tmp_pat
     assert main(["train", "--method", method, "--build", str(train_build), "--protocol", "mico_OCI_to_M",
                  "--out", str(run), *SMALL, *options]) == 0
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "model")]) == 0
+    graphs = sorted(p.stem for p in (tmp_path / "model").glob("*.json"))
+    assert graphs == sorted(["model", "preprocessing", "image_scorer"]
+                            + (["video_features", "video_step"] if method == "ccdd-video" else []))
+    for graph in graphs:  # the video branch's graphs too: no string of theirs can carry code
+        if graph not in ("model", "preprocessing"):
+            assert_every_string_refuses_a_payload(tmp_path / "model" / f"{graph}.json", tmp_path / "ran")
     videos = target_videos(train_build)
     assert main(["predict", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "p"), "--quiet",
                  *videos]) == 0
