@@ -108,7 +108,7 @@ def acquire(path: Path, prep: Preprocessing, channels: tuple, size: int):
     detections = detect_together(prep.detector, [frames])[0]
     rotation = 0
     if prep.face.orientation == "auto":
-        rotation, frames, detections = find_upright(prep.detector, frames, detections, prep.face.min_score)
+        rotation, frames, detections, _ = find_upright(prep.detector, frames, detections, prep.face.min_score)
     faces, rejects = usable_faces(frames, indices, detections, prep.face)
     crops = [crop_face(frame, matrix, prep.face.size, prep.face.template) for frame, _, _, matrix in faces]
     arrays = {c: [] for c in channels}

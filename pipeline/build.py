@@ -116,7 +116,7 @@ def summary_record(cfg, status: str) -> dict:
             "depth_backend": manifest["depth_backend"], "depth_sources": manifest.get("depth_sources", {}),
             "depth_estimates": "depth_estimate" in manifest.get("shard_datasets", ()),
             "config_hash": manifest["config_hash"], "rejects": manifest["rejects"],
-            "rotated_videos": manifest.get("rotated_videos", {}),
+            "rotated_videos": manifest.get("rotated_videos", {}), "orientation": manifest.get("orientation", {}),
             "stage_seconds": json.loads((cfg.manifest_path / "timings.json").read_text()),
             "manifest": str(cfg.manifest_path / "manifest.json")}
 
@@ -137,6 +137,14 @@ def format_summary(record: dict) -> str:
               f"{rejects.get('flagged_videos', 0)} video(s) whose frames are kept (see rejects.csv)",
               "  turned upright: " + (", ".join(f"{n} video(s) by {d} degrees" for d, n in
                                                  record["rotated_videos"].items()) or "none")]
+    orientation = record["orientation"]
+    if orientation:
+        lines.append(f"  orientation: {orientation['sure']} video(s) upright in every sampled frame, "
+                     f"{orientation['compared']} compared turned by 90, 180 and 270 degrees"
+                     + (f"; kept as they are although a turn showed more upright faces (within the margin): "
+                        + ", ".join(f"{v} {e}" for v, e in list(orientation["close"].items())[:5])
+                        + (f" and {len(orientation['close']) - 5} more" if len(orientation["close"]) > 5 else "")
+                        if orientation["close"] else ""))
     lines += [f"    {n} x {reason}" for reason, n in rejects["by_reason"].items()]
     lines.append("  stage seconds (this and earlier runs): "
                  + ", ".join(f"{k} {v:.1f}" for k, v in record["stage_seconds"].items()))

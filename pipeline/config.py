@@ -60,8 +60,9 @@ class FaceConfig(Section):
     enlarged by ``padding`` on each side). ``template``: ``public`` (the public code's mean face, black outside
     the frame) or ``compact`` (this project's first template, edges replicated); see pipeline.faces.
     ``hsv``: ``pil`` (Pillow's conversion, H in 0-255, as RFM's code makes its HSV input) or ``opencv``
-    (H in 0-179). ``orientation``: ``auto`` (a video in which no frame shows an upright face is tried turned
-    by 90, 180 and 270 degrees, and decoded upright when a turn shows upright faces) or ``off``.
+    (H in 0-179). ``orientation``: ``auto`` (a video unless every sampled frame shows a sure upright face is
+    detected turned by 90, 180 and 270 degrees too, and turned when a turn shows clearly more upright evidence
+    on the same frames; see pipeline.faces.find_upright) or ``off``.
 
     ``max_side`` and ``min_face_size`` size the detector: frames are downscaled so that their longer side is
     at most ``max_side`` and the smallest face searched is ``min_face_size`` pixels of that downscaled frame.
@@ -86,8 +87,9 @@ class FaceConfig(Section):
                                                    "public code's, or this project's first")
     hsv: Literal["pil", "opencv"] = Field("pil", description="HSV conversion: Pillow's (H in 0-255) or "
                                           "OpenCV's (H in 0-179)")
-    orientation: Literal["auto", "off"] = Field("auto", description="try a video with no upright face turned "
-                                                "by 90, 180 and 270 degrees")
+    orientation: Literal["auto", "off"] = Field("auto", description="compare a video's sampled frames as they "
+                                                "are and turned by 90, 180 and 270 degrees, unless every frame "
+                                                "shows a sure upright face")
     sizing: dict[str, dict[Literal["max_side", "min_face_size"], Side]] = Field(
         {}, description="per-dataset `max_side` and `min_face_size`, e.g. `{oulu: {max_side: 480}}`")
 

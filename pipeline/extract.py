@@ -181,8 +181,9 @@ def _extract(clip: DecodedClip, detections: list, detector: FaceDetector, landma
     job, decoded, meta = clip.job, clip.decoded, clip.meta
     frames = decoded.frames
     if config.face.orientation == "auto":
-        turn, frames, detections = find_upright(detector, frames, detections, config.face.min_score)
+        turn, frames, detections, evidence = find_upright(detector, frames, detections, config.face.min_score)
         meta["rotation"] = turn  # clockwise degrees the frames were turned to be upright
+        meta["orientation"] = evidence  # each orientation's upright evidence and how it was decided
     meta["rotation_tag"] = decoded.rotation_tag
     size, depth_size, store_estimate = config.face.size, config.depth.size, config.depth.store_estimate
     kept = {k: [] for k in ("rgb", "hsv", "lbp", "depth", "frame_index", "box", "landmarks", "score", "depth_source")}

@@ -17,6 +17,7 @@ import math
 import os
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -269,6 +270,7 @@ class WriteShards(BuildTask):
         write_shards(plans, todo, cfg, optional_datasets(cfg), self.quiet)
         close_clients(wait=False)  # the workers shut down while the tables are written
         write_json(extraction_path(cfg), detection_counts(videos))
+        write_json(orientation_path(cfg), orientation_summary(videos))
         _write_csv(shard_dir / "rejects.csv", rejects, ["video_id", "frame_index", "reason", "action"])
         _write_csv(self.output().path, rows, SAMPLE_COLUMNS)
         self.record_time("shards", time.perf_counter() - start)
@@ -293,7 +295,7 @@ class WriteShards(BuildTask):
                                 "action": "flagged (frames kept)"})
             rotation = (meta.get("rotation", 0) + meta.get("rotation_tag", 0)) % 360
             videos.append(ResultInfo(dataset, video_id, result, source, flags, rotation, arrays["frame_index"],
-                                     arrays["depth_source"], meta.get("detection")))
+                                     arrays["depth_source"], meta.get("detection"), meta.get("orientation")))
         return videos, rejects
 
 
@@ -338,6 +340,29 @@ class ResultInfo:
     frame_index: np.ndarray
     depth_source: np.ndarray
     detection: dict | None  # device and videos per task of its detection; None if it was never detected
+    orientation: dict | None = None  # each orientation's upright evidence (pipeline.faces.find_upright)
+
+
+def orientation_summary(videos: list[ResultInfo]) -> dict:
+    """How the videos' orientations were decided: ``sure`` (every sampled frame upright at SURE_UPRIGHT, turns
+    not tried), ``compared`` (the four orientations compared), ``turned`` by degrees, and ``close``: the compared
+    videos kept as they are although a turn showed more upright evidence (within TURN_MARGIN), with each
+    orientation's evidence, for a reviewer to look at."""
+    decided = [v for v in videos if v.orientation]
+    close = {}
+    for v in decided:
+        evidence = {k: e["evidence"] for k, e in v.orientation.items() if isinstance(e, dict)}
+        if v.orientation["turn"] == 0 and max(evidence.values()) > evidence["0"]:
+            close[v.video_id] = evidence
+    turned = Counter(str(v.orientation["turn"]) for v in decided if v.orientation["turn"])
+    return {"sure": sum(v.orientation["decided"] == "sure" for v in decided),
+            "compared": sum(v.orientation["decided"] == "compared" for v in decided),
+            "turned": dict(sorted(turned.items())), "close": close}
+
+
+def orientation_path(cfg: BuildConfig) -> Path:
+    """Where WriteShards records how the videos' orientations were decided (the manifest's ``orientation``)."""
+    return cfg.build_dir / "shards" / "orientation.json"
 
 
 def extraction_path(cfg: BuildConfig) -> Path:
@@ -539,6 +564,8 @@ class BuildManifest(BuildTask):
                         "videos": int(((rejects["frame_index"].astype(int) < 0) & rejected).sum()),
                         "flagged_videos": int((~rejected).sum()),
                         "by_reason": _reason_counts(rejects), "table_sha256": table_sha256["rejects.csv"]},
+            "orientation": (json.loads(orientation_path(cfg).read_text()) if orientation_path(cfg).is_file()
+                            else {}),  # how each video's orientation was decided (counts, close calls)
             "rotated_videos": {str(k): int(v) for k, v in samples.drop_duplicates("video_id")
                                .query("rotation != '0'")["rotation"].value_counts().sort_index().items()},
             "counts": {f"{k[0]}/{k[1]}/{k[2]}": int(v)
