@@ -13,6 +13,7 @@ from pathlib import Path
 from pipeline.cli_help import DefaultsFormatter, subcommand_parser
 from pipeline.provenance import program_name, version_line
 
+from .checkpoint import WriteFailed
 from .methods import METHODS
 from .metrics import FUSIONS
 from .preemption import PREEMPTED_EXIT, Preempted
@@ -296,6 +297,9 @@ def main(argv=None) -> int:
         if err.lead:
             print(f"preempted: {err}", file=sys.stderr)
         return PREEMPTED_EXIT
+    except WriteFailed as err:  # work was done and kept: not a refusal before work
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

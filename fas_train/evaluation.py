@@ -9,9 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.atomic import atomic_path, write_json
-from pipeline.weights import load_weights
 
-from .checkpoint import check_same_build, load_checkpoint, resolve_build, saved_run
+from .checkpoint import check_same_build, load_checkpoint, load_verified, resolve_build, saved_run
 from .inputs import check_build, run_data
 from .metrics import Acquisition, level_metrics, report, species
 from .runtime import resolve_device, use_bf16
@@ -23,7 +22,7 @@ from .settings import build_method, resolved
 def final_report(cfg, device, method, state, target_set, target_rows, out, protocol, val_set, val_rows) -> dict:
     """Score the target with the kept checkpoint (``best.pt``) at its source thresholds; write ``scores.csv``,
     ``video_scores.csv`` (methods with a video branch), ``report.json`` and the plots; return the report."""
-    method.load_state_dict(load_weights(out / "best.pt", map_location=device))
+    method.load_state_dict(load_verified(out / "best.pt", map_location=device))
     best = state["best"]
     if best.get("fusion", "mean") != cfg.fusion or "video_threshold" not in best:  # another fusion asked for
         #                                  at evaluation, or a checkpoint from before video-level thresholds

@@ -35,6 +35,7 @@ import io
 import json
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,10 +259,18 @@ def load_model(folder: str | Path, device: str = "cpu") -> LoadedModel:
 
 
 def _read_json(content: bytes, where: Path):
+    """JSON whose objects repeat no key (``json`` would keep the last one silently)."""
+    def unique(pairs):
+        content = dict(pairs)
+        if len(content) != len(pairs):
+            repeated = sorted(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+            raise ValueError(f"duplicate key(s) {repeated[:5]}")
+        return content
+
     try:
-        return json.loads(content)
+        return json.loads(content, object_pairs_hook=unique)
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{where}: not JSON ({err})") from None
+        raise ValueError(f"{where}: not JSON, or not as written ({err})") from None
 
 
 def check_preprocessing(preprocessing, where: Path) -> dict:

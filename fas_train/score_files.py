@@ -29,6 +29,8 @@ def read_scores(path: Path) -> pd.DataFrame:
     if "score" not in raw or not ({"label", "is_bonafide"} & set(raw.columns)):
         raise ValueError(f"{path}: a score file needs a score column and label (ours) or is_bonafide (bob.pad); "
                          f"it has {list(raw.columns)}")
+    if raw.empty:
+        raise ValueError(f"{path}: holds no scores (a header only)")
     bob = "is_bonafide" in raw
     flags = raw["is_bonafide" if bob else "label"].str.strip().str.lower()
     unknown = sorted(set(flags) - TRUE - FALSE)
@@ -40,6 +42,9 @@ def read_scores(path: Path) -> pd.DataFrame:
     except ValueError:
         raise ValueError(f"{path}: the score column holds values that are not numbers") from None
     label = flags.isin(TRUE).astype(int)
+    if label.nunique() == 1:
+        raise ValueError(f"{path}: only {'bona fide' if label.iloc[0] else 'attack'} presentations ({len(label)}); "
+                         f"metrics, and a threshold fixed on the file, need both")
     if bob:
         kind = raw.get("attack_type", pd.Series([""] * len(raw))).str.strip()
         attack, detail = np.where(label == 1, "none", kind.replace("", "attack")), [""] * len(raw)

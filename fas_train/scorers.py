@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from pipeline.hashing import sha256_file
-from pipeline.weights import load_weights
 
 
 @dataclass
@@ -54,7 +53,7 @@ def preprocessing_of(manifest: dict) -> dict:
 def run_scorer(run: Path, build: str | None = None, device: str = "cpu") -> Scorer:
     """A finished run's best checkpoint as a :class:`Scorer` (its build is read for the preprocessing and the
     source domains the networks were made for)."""
-    from .checkpoint import check_same_build, resolve_build, saved_run
+    from .checkpoint import check_same_build, load_verified, resolve_build, saved_run
     from .inputs import run_data
     from .runtime import resolve_device
     from .settings import build_method, resolved
@@ -70,7 +69,7 @@ def run_scorer(run: Path, build: str | None = None, device: str = "cpu") -> Scor
     check_same_build(run, started, cfg.build)
     manifest, protocol, channels, parts = run_data(cfg)
     method = build_method(cfg, sorted(set(parts[0][1].domains.tolist())))
-    method.load_state_dict(load_weights(run / "best.pt", map_location="cpu"))
+    method.load_state_dict(load_verified(run / "best.pt", map_location="cpu"))
     cfg = resolved(cfg, method)
     method = method.to(resolve_device(device)).eval()
     report = json.loads(report_path.read_text())

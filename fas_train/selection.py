@@ -6,10 +6,8 @@ its EER thresholds (the deployable ones) are kept. The target is looked at only 
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
-from pipeline.atomic import atomic_path
-
+from .checkpoint import save_verified
 from .metrics import auc, eer, video_level
 from .metrics_log import log
 from .scoring import frame_table, score, video_scores
@@ -65,5 +63,4 @@ def evaluate_and_select(method, cfg, device, state, val_set, val_rows, target_se
     rate, area = selection_keys(method)
     if best is None or rate not in best or (entry[rate], -entry[area]) < (best[rate], -best[area]):
         state["best"] = entry
-        with atomic_path(out / "best.pt", suffix=".tmp.pt") as tmp:
-            torch.save(method.state_dict(), tmp)
+        save_verified(out / "best.pt", method.state_dict())

@@ -11,6 +11,8 @@ import torch
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from pipeline.yaml_files import parse_yaml
+
 from .methods import METHODS
 from .metrics import FUSIONS
 
@@ -76,7 +78,7 @@ def method_config(cfg: RunConfig):
         if not sep or name not in types:
             raise ValueError(f"option {option!r}: expected name=value; {cfg.method}'s options: {known}")
         try:
-            overrides[name] = TypeAdapter(types[name]).validate_python(yaml.safe_load(value))
+            overrides[name] = TypeAdapter(types[name]).validate_python(parse_yaml(value))
         except (ValidationError, yaml.YAMLError) as err:
             reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else "not a YAML value"
             raise ValueError(f"option {option!r}: {name} is {type_name(types[name])}: {reason}; "

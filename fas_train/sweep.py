@@ -42,11 +42,12 @@ import luigi
 from pydantic import TypeAdapter, ValidationError
 from tqdm import tqdm
 
+from pipeline.audit import find_manifest
 from pipeline.yaml_files import read_yaml
 
 from .methods import METHODS
 from .protocols import bundled, load_protocol
-from .settings import RunConfig
+from .settings import RunConfig, method_config
 
 SWEEP_KEYS = {"name", "build", "out", "protocols", "variants", "seeds", "settings", "methods", "level", "note"}
 RUN_FIXED = {"method", "build", "protocol", "out", "variant", "seed", "options", "quiet"}  # the grid's, not settings
@@ -118,6 +119,10 @@ def load_sweep(name_or_path: str | Path) -> Sweep:
             raise ValueError(f"{where}: method entry {label!r}: needs a method of {sorted(METHODS)}, a label of its "
                              f"own without '/', and only label, method, options (got extra {sorted(entry)})")
         seen.add(label)
+        try:  # an unknown or ill-typed option is refused before any run
+            method_config(RunConfig(method=method, build=build, protocol="", out="", options=options))
+        except ValueError as err:
+            raise ValueError(f"{where}: method entry {label!r}: {err}") from None
         for protocol in raw["protocols"]:
             for variant in raw.get("variants") or [None]:
                 load_protocol(protocol, variant)  # an unknown protocol or variant is refused before any run
@@ -248,10 +253,11 @@ def run_sweep(name_or_path: str, workers: int = 1, scheduler: str | None = None)
     from .table import write_table
     sweep = load_sweep(name_or_path)
     path = str(sweep.path.resolve())
+    find_manifest(sweep.build)  # a missing build is refused before any run starts
     options = {"workers": workers, "detailed_summary": True}
     if scheduler:
-        host, _, port = scheduler.rpartition(":")
-        options.update(local_scheduler=False, scheduler_host=host or "localhost", scheduler_port=int(port))
+        host, port = scheduler_address(scheduler)
+        options.update(local_scheduler=False, scheduler_host=host, scheduler_port=port)
     else:
         options["local_scheduler"] = True
     threads = max(1, (os.cpu_count() or 1) // workers)  # on the CPU; a pinned GPU run is not limited by it
@@ -269,6 +275,20 @@ def run_sweep(name_or_path: str, workers: int = 1, scheduler: str | None = None)
     print((sweep.out / "table.md").read_text())
     print(f"table: {sweep.out / 'table.md'}, {sweep.out / 'table.csv'}, {sweep.out / 'table.png'}")
     return 0
+
+
+def scheduler_address(scheduler: str) -> tuple[str, int]:
+    """(host, port) of ``--scheduler HOST:PORT``, refused (ValueError) unless a server answers there."""
+    host, _, port = scheduler.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"--scheduler {scheduler!r}: expected HOST:PORT (Luigi's central scheduler, luigid)")
+    host = host or "localhost"
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ValueError(f"--scheduler {scheduler}: nothing answers there ({err.strerror or err}); start luigid "
+                         f"on that machine (luigid --port {port}), or leave --scheduler out for a local one") from None
+    return host, int(port)
 
 
 @contextmanager

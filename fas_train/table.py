@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+
+from pipeline.yaml_files import read_yaml
 
 from .metrics import compared_metrics
 from .protocols import CONFIGS
@@ -93,7 +94,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 def load_published() -> list[dict]:
     """The papers' published numbers: entries with paper, table, where, method, protocol, hter, auc (in %)."""
-    return yaml.safe_load((CONFIGS / "published.yaml").read_text())["results"]
+    return read_yaml(CONFIGS / "published.yaml")["results"]
 
 
 def is_demo_build(build: str | Path) -> bool:

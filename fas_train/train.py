@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from pipeline.atomic import write_json
 from pipeline.provenance import code_version, package_versions
 
-from .checkpoint import check_resume, load_checkpoint, manifest_hashes, save_checkpoint
+from .checkpoint import check_resume, load_checkpoint, manifest_hashes, run_folder_lock, save_checkpoint
 from .data import ClipDataset, ClipSampler, ShardDataset, make_loader, prefetch
 from .evaluation import final_report
 from .inputs import check_build, run_data
@@ -48,7 +49,8 @@ def run(cfg: RunConfig) -> dict:
     out = Path(cfg.out)
     rank, world, device = start_distributed(cfg)
     try:
-        return _run(cfg, out, rank, world, device)
+        with run_folder_lock(out) if rank == 0 else contextlib.nullcontext():  # one trainer per run folder
+            return _run(cfg, out, rank, world, device)
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -76,7 +78,6 @@ def _run(cfg: RunConfig, out: Path, rank: int, world: int, device: torch.device)
             reclusters = method.pseudo_domains and state["batch"] in (0, len(sampler))
             trim_metrics(out, state["step"], drop_domains_row=reclusters)
     elif lead:  # a fresh start: rows of an attempt killed before its first checkpoint are dropped
-        out.mkdir(parents=True, exist_ok=True)  # only now: a refused command leaves no empty folder
         for name in ("metrics.jsonl", "metrics.csv"):
             (out / name).unlink(missing_ok=True)
         write_json(out / "run.json", {"config": asdict(cfg), "protocol": protocol.name, "variant": protocol.variant,

@@ -8,6 +8,7 @@ import yaml
 
 from .atomic import write_text
 from .config import config_from_dict
+from .yaml_files import parse_yaml
 
 TEMPLATES = Path(__file__).parent / "configs" / "build"
 
@@ -46,7 +47,7 @@ def fill_template(template: str, roots: dict[str, str], top: dict | None = None)
         else:
             out.append(line)
     text = "\n".join(out) + "\n"
-    config_from_dict(yaml.safe_load(text), f"the {template} template with your settings")  # before it is written
+    config_from_dict(parse_yaml(text), f"the {template} template with your settings")  # before it is written
     return text
 
 

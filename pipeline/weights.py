@@ -24,3 +24,8 @@ def load_weights(path: str | Path, map_location="cpu"):
         reason = str(err).strip().splitlines()[0]
         raise ValueError(f"{path}: refused: not a plain weights file; loading it would run code it names "
                          f"({reason})") from None
+    except (RuntimeError, EOFError, OSError) as err:  # a cut or damaged file: torch names no file
+        if isinstance(err, FileNotFoundError):
+            raise
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a complete weights file, truncated or damaged ({reason})") from None
