@@ -45,11 +45,25 @@ def _connect(config: BuildConfig):
     import dask
     from dask.distributed import Client, LocalCluster
     if config.compute.scheduler:
-        return Client(config.compute.scheduler)
+        return _quiet_on_close(Client(config.compute.scheduler))
     with dask.config.set(WORKER_CONFIG):
         cluster = LocalCluster(n_workers=config.compute.worker_count(), threads_per_worker=1, processes=True,
                                dashboard_address=None)
-    return Client(cluster)
+    return _quiet_on_close(Client(cluster))
+
+
+def _quiet_on_close(client):
+    """``client`` with its event loop silent about the waits a closing client ends (``AllExit``): a build that
+    stopped waiting for lost results (pipeline.tasks.ClusterWatch) leaves such waits behind, and asyncio would
+    print each one's traceback at exit."""
+    from distributed.client import AllExit
+    loop = client.loop.asyncio_loop
+
+    def handler(loop, context):
+        if not isinstance(context.get("exception"), AllExit):
+            loop.default_exception_handler(context)
+    loop.set_exception_handler(handler)
+    return client
 
 
 def start_client(config: BuildConfig) -> None:

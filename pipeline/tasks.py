@@ -165,7 +165,7 @@ def workers_device(client, cfg: BuildConfig) -> str:
     if not answered:
         raise NoWorkers(f"no dask worker at {client.scheduler.address} answered within "
                         f"{cfg.compute.worker_timeout:.0f} s (compute.worker_timeout); nothing was extracted yet")
-    devices = set(client.gather(answered))
+    devices = set(ClusterWatch(client, cfg, "nothing was extracted yet").gather(answered, []))
     return devices.pop() if len(devices) == 1 else "cpu"
 
 
@@ -190,12 +190,10 @@ def collect(client, futures: dict, cfg: BuildConfig, bar) -> list[str]:
     finished videos are kept)."""
     failures = []
     for done in as_they_finish(client, futures, cfg, "finished videos are kept and a re-run resumes"):
-        finished = [future for future in done if future.status == "finished"]
-        results = dict(zip(finished, client.gather(finished)))  # one round trip for all of them
-        for future in done:
+        for future, outcome in done:
             task = futures[future]
             bar.update(len(task))
-            outcomes = results[future] if future in results else [future.exception()] * len(task)
+            outcomes = [outcome] * len(task) if isinstance(outcome, BaseException) else outcome
             for job, outcome in zip(task, outcomes):
                 if isinstance(outcome, Exception):
                     failures.append(f"{job.video_id} ({job.path}): {outcome}")
@@ -206,23 +204,56 @@ def collect(client, futures: dict, cfg: BuildConfig, bar) -> list[str]:
 
 
 def as_they_finish(client, futures, cfg: BuildConfig, kept: str):
-    """Yield the futures in rounds as they finish. With no dask worker for ``compute.worker_timeout`` seconds,
-    cancel the rest and raise NoWorkers naming the scheduler (``kept``: what a re-run starts from)."""
+    """Yield, in rounds as they finish, [(future, its result or its exception)]. Every wait on the cluster is
+    bounded, the gathering of finished results included (a worker killed after finishing takes their results
+    with it, and dask computes them again): with no dask worker for ``compute.worker_timeout`` seconds, the rest
+    is cancelled and NoWorkers names the scheduler and the workers lost (``kept``: what a re-run starts from)."""
     from dask.distributed import wait
-    pending, last_worker = set(futures), time.monotonic()
+    watch, pending = ClusterWatch(client, cfg, kept), set(futures)
     while pending:
         try:
             done = wait(pending, timeout=WORKER_POLL, return_when="FIRST_COMPLETED").done
         except TimeoutError:
             done = set()
         pending -= done
-        yield done
-        if client.nthreads():
-            last_worker = time.monotonic()
-        elif pending and time.monotonic() - last_worker > cfg.compute.worker_timeout:
-            client.cancel(list(pending))
-            raise NoWorkers(f"no dask worker at {client.scheduler.address} for {cfg.compute.worker_timeout:.0f} s "
-                            f"(compute.worker_timeout) with {len(pending)} task(s) to go; {kept}")
+        watch.check(pending)
+        finished = [future for future in done if future.status == "finished"]
+        results = dict(zip(finished, watch.gather(finished, pending)))
+        yield [(future, results[future] if future in results else future.exception()) for future in done]
+
+
+class ClusterWatch:
+    """The dask workers a build waits on: when none has been there for ``compute.worker_timeout`` seconds, the
+    work outstanding is cancelled and NoWorkers raised, naming the workers last seen."""
+
+    def __init__(self, client, cfg: BuildConfig, kept: str):
+        self.client, self.cfg, self.kept = client, cfg, kept
+        self.seen, self.since = set(client.nthreads()), time.monotonic()
+
+    def check(self, outstanding) -> None:
+        workers = set(self.client.nthreads())
+        if workers:
+            self.seen, self.since = workers, time.monotonic()
+        elif outstanding and time.monotonic() - self.since > self.cfg.compute.worker_timeout:
+            self.client.cancel(list(outstanding))
+            lost = f"; lost: the worker(s) {', '.join(sorted(self.seen))}" if self.seen else ""
+            raise NoWorkers(f"no dask worker at {self.client.scheduler.address} for "
+                            f"{self.cfg.compute.worker_timeout:.0f} s (compute.worker_timeout) with "
+                            f"{len(outstanding)} task(s) to go{lost}; {self.kept}")
+
+    def gather(self, futures: list, pending) -> list:
+        """The results of finished ``futures``, waiting only while some worker is there to compute them again.
+        One round trip per future: ``Client.gather`` has no timeout, and would wait for ever for results whose
+        worker was killed after finishing them."""
+        results = []
+        for future in futures:
+            while True:
+                try:
+                    results.append(future.result(timeout=WORKER_POLL))
+                    break
+                except TimeoutError:
+                    self.check({*pending, *futures})
+        return results
 
 
 class NoWorkers(RuntimeError):
@@ -318,8 +349,10 @@ def gathered(client, futures: list, cfg: BuildConfig):
     failure raises, naming its file, and the rest is cancelled (a re-run writes the shards again)."""
     try:
         for done in as_they_finish(client, futures, cfg, "finished videos are kept, the shards are written again"):
-            done = list(done)
-            yield from zip(done, client.gather(done))
+            for future, outcome in done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                yield future, outcome
     finally:
         client.cancel([future for future in futures if not future.done()])
 

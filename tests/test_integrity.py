@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -288,3 +289,62 @@ def test_a_build_takes_the_hashes_of_an_earlier_index_and_its_workers_still_chec
     build(config)
     assert json.loads((tmp_path / "out/t/index/msu.json").read_text())["hashes_reused"] == 16  # none read again
     assert (tmp_path / "manifests/t/sources.csv").read_bytes() == table.read_bytes()
+
+
+@pytest.mark.parametrize("stage", ["extract", "tables", "shard"])
+def test_a_worker_killed_while_its_results_are_gathered_stops_the_build_in_time(corpus, tmp_path, monkeypatch,
+                                                                               capfd, stage):
+    """kill -9 of the last dask worker just after its tasks finished, while the build gathers their results (in
+    extraction, the shard tables and the shards): dask loses the results and would compute them again, but no
+    worker is left. The build gives up after compute.worker_timeout, naming the worker; finished videos are
+    kept, and a build with a worker again finishes."""
+    from dask.distributed import Client
+    import pipeline.tasks as tasks
+    from pipeline.build import run_build
+    from pipeline.cluster import close_clients
+    from test_build import BIN
+    real = tasks.ClusterWatch.gather
+
+    def gather_after_a_kill(self, futures, pending):
+        if futures and str(futures[0].key).startswith(f"{stage}-") and worker.poll() is None:
+            worker.kill()  # SIGKILL: the worker and the results it holds are gone
+            worker.wait()
+        return real(self, futures, pending)
+
+    monkeypatch.setattr(tasks.ClusterWatch, "gather", gather_after_a_kill)
+    # the scheduler and the worker in processes of their own: the build's client is the only one in this process
+    address_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([str(BIN / "dask"), "scheduler", "--scheduler-file", str(address_file),
+                                  "--host", "127.0.0.1", "--port", "0", "--no-dashboard"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not address_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with Client(scheduler_file=str(address_file), timeout=60) as client:
+            scheduler_address = client.scheduler.address
+            worker = subprocess.Popen([str(BIN / "dask"), "worker", scheduler_address, "--nthreads", "1",
+                                       "--no-nanny"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            client.wait_for_workers(1, timeout=60)
+            address = next(iter(client.nthreads()))
+        config = write_config(tmp_path, {"msu": corpus / "msu"}, compute={
+            "scheduler": scheduler_address, "device": "cpu", "worker_timeout": 5})
+        start = time.monotonic()
+        capfd.readouterr()
+        assert run_build(config, quiet=True) == 1
+        took = time.monotonic() - start
+        err = capfd.readouterr().err
+    finally:
+        close_clients()
+        worker.kill()
+        scheduler.kill()
+    assert took < 120, took  # bounded by the timeout, not by a signal
+    kept = "finished videos are kept" + (" and a re-run resumes" if stage == "extract" else
+                                         ", the shards are written again")
+    assert re.search(rf"no dask worker at {re.escape(scheduler_address)} for 5 s \(compute.worker_timeout\) "
+                     rf"with \d+ task\(s\) to go; lost: the worker\(s\) {re.escape(address)}; {kept}", err), err
+    assert "AllExit" not in err
+    if stage == "extract":  # the videos the worker finished before it was killed are kept
+        assert list((tmp_path / "out/t/videos").rglob("*.json"))
+    build(write_config(tmp_path, {"msu": corpus / "msu"}))  # a local cluster: the build finishes
+    assert json.loads((tmp_path / "manifests/t/manifest.json").read_text())["samples"] == 32

@@ -170,9 +170,11 @@ def test_pseudo_domains_are_reassigned_each_epoch_and_resume_exactly(train_build
     resumed = tmp_path / "resumed"
     run(run_config(train_build, resumed, "d2am", 6))  # an epoch is 6 steps here: the next one re-clusters first
     shutil.copy(resumed / "checkpoint.pt", tmp_path / "step6.pt")
+    shutil.copy(resumed / "checkpoint.pt.sha256", tmp_path / "step6.pt.sha256")
     run(run_config(train_build, resumed, "d2am", 7))
     # killed after logging the clustering at step 6, step 7 and half a line, before step 7's checkpoint
     shutil.copy(tmp_path / "step6.pt", resumed / "checkpoint.pt")
+    shutil.copy(tmp_path / "step6.pt.sha256", resumed / "checkpoint.pt.sha256")
     with open(resumed / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 6, "kin')
     run(run_config(train_build, resumed, "d2am", 8))
