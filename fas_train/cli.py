@@ -41,11 +41,13 @@ def _cmd_eval(args) -> int:
 
 def _cmd_export(args) -> int:
     from .export import export_run
-    spec = export_run(Path(args.run), Path(args.out), build=args.build)
+    spec = export_run(Path(args.run), Path(args.out), build=args.build, format=args.format)
     files = ", ".join(spec["files"])
     print(f"exported {spec['method']} ({spec['provenance']['protocol']}, step {spec['provenance']['best_step']}) "
           f"to {args.out}: {files}, model.json")
     print("  thresholds (source validation): " + ", ".join(f"{k} {v:.4f}" for k, v in spec["thresholds"].items()))
+    print(f"  read back with {spec['runtime']}, largest score difference from the run's networks on random faces: "
+          + ", ".join(f"{k} {v:.1e}" for k, v in spec["round_trip"].items()))
     print(f"  score new footage with: fas-train predict --model {args.out} VIDEO_OR_IMAGE...")
     return 0
 
@@ -231,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--run", required=True, help="run folder written by train")
     exporting.add_argument("--out", required=True, metavar="MODEL_DIR", help="the model folder to write (new)")
     exporting.add_argument("--build", default=None, metavar="PATH", help="where the run's build is now")
+    exporting.add_argument("--format", choices=["torch", "onnx"], default="torch",
+                           help="torch.export graphs (run by torch, scores equal to the run's) or ONNX files (for "
+                                "onnxruntime, TensorRT, OpenVINO; needs the onnx extra)")
     exporting.set_defaults(handler=_cmd_export)
     predicting = commands.add_parser("predict", help="score videos, images and folders of them with a run or an "
                                      "exported model; CSV and JSON per input")

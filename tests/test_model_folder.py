@@ -295,3 +295,68 @@ def test_damaged_model_folders_are_refused_naming_the_file(model, tmp_path, caps
     (folder / "model.json").write_text(json.dumps({**spec, "format": 1}))
     with pytest.raises(ValueError, match="format 1 graphs carry metadata"):
         load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(erm_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "erm"
+    assert main(["export", "--run", str(erm_run), "--out", str(out), "--format", "onnx"]) == 0
+    return out
+
+
+def test_an_onnx_folder_scores_as_the_run_and_unpickles_nothing(onnx_model, erm_run, train_build, tmp_path,
+                                                                monkeypatch):
+    import pickle
+
+    import pandas as pd
+
+    from test_export_predict import predicted_frames, target_videos
+    spec = json.loads((onnx_model / "model.json").read_text())
+    assert spec["runtime"] == "onnxruntime" and sorted(spec["files"]) == ["image_scorer.onnx", "preprocessing.json"]
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("the model folder was unpickled"))
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("the model folder was unpickled"))
+    assert load_model(onnx_model).image_scorer(torch.zeros(2, 6, 64, 64, dtype=torch.uint8)).shape == (2,)
+    monkeypatch.undo()  # (MTCNN's own weights, shipped with facenet-pytorch, are read with torch.load)
+    videos = target_videos(train_build)
+    assert main(["predict", "--model", str(onnx_model), "--out", str(tmp_path / "p"), "--quiet", *videos]) == 0
+    expected = pd.read_csv(erm_run / "scores.csv", dtype={"video_id": str})
+    got = expected.merge(predicted_frames(tmp_path / "p", videos), on=["video_id", "frame_index"])
+    assert len(got) == len(expected) and np.abs(got["score_x"] - got["score_y"]).max() < 1e-4
+
+
+def test_an_onnx_file_that_reaches_outside_or_runs_foreign_operators_is_refused(onnx_model, tmp_path):
+    import onnx
+    from onnx import helper
+
+    def hostile(name, change):
+        folder = tmp_path / name
+        shutil.copytree(onnx_model, folder)
+        model = onnx.load_model(str(folder / "image_scorer.onnx"))
+        change(model)
+        onnx.save_model(model, str(folder / "image_scorer.onnx"))
+        rehash(folder)
+        return folder
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\0" * 64)
+
+    def external(model):  # a weight read from a file the folder does not hold
+        tensor = model.graph.initializer[0]
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        tensor.external_data.add(key="location", value=str(secret))
+
+    def foreign(model):  # an operator from a domain onnxruntime would look up in a registered library
+        model.graph.node.insert(0, helper.make_node("Payload", [], ["unused"], domain="com.example"))
+
+    for name, change, message in (("external", external, "is kept in an external file"),
+                                  ("foreign", foreign, "refused operator com.example.Payload")):
+        folder = hostile(name, change)
+        with pytest.raises(ValueError, match=re.escape(f"{folder / 'image_scorer.onnx'}: ") + ".*" + message):
+            load_model(folder)
+    folder = tmp_path / "garbage"
+    shutil.copytree(onnx_model, folder)
+    (folder / "image_scorer.onnx").write_bytes(b"not a protobuf at all \xff\xfe")
+    rehash(folder)
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'image_scorer.onnx'}: not an ONNX model")):
+        load_model(folder)
