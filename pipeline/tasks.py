@@ -209,6 +209,8 @@ def as_they_finish(client, futures, cfg: BuildConfig, kept: str):
     with it, and dask computes them again): with no dask worker for ``compute.worker_timeout`` seconds, the rest
     is cancelled and NoWorkers names the scheduler and the workers lost (``kept``: what a re-run starts from)."""
     from dask.distributed import wait
+    if not futures:
+        return  # nothing to wait for (and maybe no cluster: every video was finished)
     watch, pending = ClusterWatch(client, cfg, kept), set(futures)
     while pending:
         try:

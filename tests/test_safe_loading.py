@@ -3,6 +3,8 @@ pickle payload is refused, naming the file, and the payload never runs."""
 from __future__ import annotations
 
 import builtins
+import hashlib
+import json
 import subprocess
 import sys
 
@@ -27,9 +29,13 @@ class Payload:
 
 
 def crafted(path, marker) -> None:
-    """Rewrite a real torch file with a payload beside its content."""
+    """Rewrite a real torch file with a payload beside its content (and, where a sha256 record is beside it,
+    the record too, as a hostile author would: the hash detects damage, the loader must refuse the payload)."""
     data = torch.load(path, weights_only=True)
     torch.save({**data, "extra": Payload(marker)} if isinstance(data, dict) else {"x": Payload(marker)}, path)
+    record = path.with_name(f"{path.name}.sha256")
+    if record.is_file():
+        record.write_text(json.dumps({"sha256": [hashlib.sha256(path.read_bytes()).hexdigest()]}))
 
 
 def test_the_payload_runs_when_unpickled(tmp_path):  # the control: the crafted files are real threats
