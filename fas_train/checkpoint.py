@@ -87,13 +87,14 @@ def load_verified(path: Path, map_location="cpu"):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not there")
     recorded = _recorded(Path(f"{path}.sha256"))
+    content = path.read_bytes()  # read once: the bytes checked are the bytes loaded
     if recorded:
-        digest = sha256_file(path)
+        digest = hashlib.sha256(content).hexdigest()
         if digest not in recorded:
             raise ValueError(f"{path}: its bytes are not those written (sha256 {digest[:12]}..., {path.name}.sha256 "
                              f"says {recorded[0][:12]}...): changed, truncated or replaced since; restore it, or "
                              f"train again in a new --out")
-    return load_weights(path, map_location=map_location)
+    return load_weights(path, map_location=map_location, content=content)
 
 
 @contextlib.contextmanager

@@ -12,14 +12,18 @@ import pickle
 from pathlib import Path
 
 
-def load_weights(path: str | Path, map_location="cpu"):
-    """The tensors and plain values in ``path``; a file that asks to run code when loaded is refused."""
+def load_weights(path: str | Path, map_location="cpu", content: bytes | None = None):
+    """The tensors and plain values in ``path`` (or in ``content``, its bytes already read); a file that asks to
+    run code when loaded is refused."""
+    import io
+
     import numpy as np
     import torch
     scalars = [np._core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in "?bBhHiIlLqQefdg"}]
     try:
         with torch.serialization.safe_globals(scalars):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path if content is None else io.BytesIO(content), map_location=map_location,
+                              weights_only=True)
     except pickle.UnpicklingError as err:
         reason = str(err).strip().splitlines()[0]
         raise ValueError(f"{path}: refused: not a plain weights file; loading it would run code it names "
